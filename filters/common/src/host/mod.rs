@@ -1,0 +1,8 @@
+//! proxy-wasm implementations of the host-agnostic abstractions. Filter adapters use
+//! these; filter cores never do.
+
+pub mod clock;
+pub mod log;
+pub mod metrics;
+pub mod request;
+pub mod shared_data;

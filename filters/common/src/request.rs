@@ -1,0 +1,134 @@
+//! The request as the filter cores see it: header pairs (HTTP/2-style lowercase names,
+//! pseudo-headers included) plus connection facts the host supplies. Built once per
+//! request by the adapter from a single host call, then read by matchers and key
+//! extractors without further host crossings.
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHead {
+    headers: Vec<(String, String)>,
+    source_address: Option<String>,
+}
+
+impl RequestHead {
+    /// `headers` as Envoy hands them over (lowercase names); `source_address` is the
+    /// downstream peer (`ip:port` or bare ip), when the caller fetched it.
+    pub fn new(headers: Vec<(String, String)>, source_address: Option<String>) -> Self {
+        Self { headers, source_address }
+    }
+
+    /// First value of a header; `name` must be lowercase.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every value of a header, in arrival order; `name` must be lowercase.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        self.header(":method")
+    }
+
+    /// `:authority` without a port (IPv6 literals keep their brackets).
+    pub fn host(&self) -> Option<&str> {
+        self.header(":authority").or_else(|| self.header("host")).map(strip_port)
+    }
+
+    /// `:path` without the query string.
+    pub fn path(&self) -> Option<&str> {
+        self.header(":path").map(|full| full.split_once('?').map_or(full, |(path, _)| path))
+    }
+
+    /// First value of a query parameter, as sent (not percent-decoded).
+    pub fn query_parameter(&self, name: &str) -> Option<&str> {
+        let query = self.header(":path")?.split_once('?')?.1;
+        let query = query.split_once('#').map_or(query, |(q, _)| q);
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then_some(value)
+        })
+    }
+
+    /// First value of a cookie across every `cookie` header (HTTP/2 may split them).
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.header_values("cookie").find_map(|header| {
+            header.split(';').find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                (key.trim() == name).then(|| value.trim().trim_matches('"'))
+            })
+        })
+    }
+
+    /// The downstream peer's IP address (port removed).
+    pub fn source_ip(&self) -> Option<&str> {
+        self.source_address.as_deref().map(strip_address_port)
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.find(']').and_then(|end| authority.get(..=end)).unwrap_or(authority);
+    }
+    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+}
+
+/// `1.2.3.4:80` → `1.2.3.4`, `[::1]:80` → `::1`, bare addresses unchanged.
+pub fn strip_address_port(address: &str) -> &str {
+    let address = address.trim();
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split_once(']').map_or(rest, |(ip, _)| ip);
+    }
+    match address.matches(':').count() {
+        1 => address.split_once(':').map_or(address, |(ip, _)| ip),
+        _ => address,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn head(pairs: &[(&str, &str)]) -> RequestHead {
+        RequestHead::new(
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            Some("10.0.0.7:5555".into()),
+        )
+    }
+
+    #[test]
+    fn reads_pseudo_headers_and_strips_query_and_port() {
+        let req = head(&[(":method", "GET"), (":path", "/a/b?x=1&y=2"), (":authority", "api.example.com:8080")]);
+        assert_eq!(req.method(), Some("GET"));
+        assert_eq!(req.path(), Some("/a/b"));
+        assert_eq!(req.host(), Some("api.example.com"));
+        assert_eq!(req.query_parameter("y"), Some("2"));
+        assert_eq!(req.query_parameter("z"), None);
+        assert_eq!(req.source_ip(), Some("10.0.0.7"));
+    }
+
+    #[test]
+    fn cookies_are_found_across_headers() {
+        let req = head(&[("cookie", "a=1; b=2"), ("cookie", "session=abc")]);
+        assert_eq!(req.cookie("b"), Some("2"));
+        assert_eq!(req.cookie("session"), Some("abc"));
+        assert_eq!(req.cookie("missing"), None);
+    }
+
+    #[test]
+    fn addresses_lose_their_port() {
+        assert_eq!(strip_address_port("[::1]:443"), "::1");
+        assert_eq!(strip_address_port("::1"), "::1");
+        assert_eq!(strip_address_port("1.2.3.4"), "1.2.3.4");
+        assert_eq!(strip_port("[::1]:443"), "[::1]");
+    }
+}

@@ -1,0 +1,130 @@
+//! RFC 9651 structured-field serialisation for the response fields Meshward emits
+//! (`RateLimit`, `RateLimit-Policy`, ...). Only the item types those fields use.
+
+/// Largest magnitude an sf-integer may carry (RFC 9651 §3.3.1).
+pub const MAX_INTEGER: i64 = 999_999_999_999_999;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BareItem {
+    Integer(i64),
+    String(String),
+    Token(String),
+    Boolean(bool),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub value: BareItem,
+    /// Parameter keys must be `lcalpha *( lcalpha / DIGIT / "_" / "-" / "." / "*" )`;
+    /// they are the caller's own constants.
+    pub params: Vec<(&'static str, BareItem)>,
+}
+
+impl Item {
+    pub fn new(value: BareItem) -> Self {
+        Self { value, params: Vec::new() }
+    }
+
+    pub fn param(mut self, key: &'static str, value: BareItem) -> Self {
+        self.params.push((key, value));
+        self
+    }
+}
+
+/// Serialises a List (RFC 9651 §4.1.1).
+pub fn serialize_list(items: &[Item]) -> String {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        serialize_item(item, &mut out);
+    }
+    out
+}
+
+pub fn serialize_item(item: &Item, out: &mut String) {
+    serialize_bare(&item.value, out);
+    for (key, value) in &item.params {
+        out.push(';');
+        out.push_str(key);
+        if *value != BareItem::Boolean(true) {
+            out.push('=');
+            serialize_bare(value, out);
+        }
+    }
+}
+
+fn serialize_bare(value: &BareItem, out: &mut String) {
+    match value {
+        BareItem::Integer(n) => out.push_str(&n.clamp(&-MAX_INTEGER, &MAX_INTEGER).to_string()),
+        BareItem::String(s) => serialize_string(s, out),
+        BareItem::Token(t) => out.push_str(t),
+        BareItem::Boolean(b) => out.push_str(if *b { "?1" } else { "?0" }),
+    }
+}
+
+/// sf-strings carry printable ASCII only; anything else is replaced by `?` rather than
+/// producing an invalid field.
+fn serialize_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+}
+
+/// Whether `s` is a valid sf-token (RFC 9651 §3.3.4), for validating configured names.
+pub fn is_token(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    let Some(first) = bytes.next() else { return false };
+    (first.is_ascii_alphabetic() || first == b'*')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn serialises_lists_with_parameters() {
+        let items = [
+            Item::new(BareItem::String("per-ip".into()))
+                .param("q", BareItem::Integer(100))
+                .param("w", BareItem::Integer(60)),
+            Item::new(BareItem::Token("daily".into())).param("flag", BareItem::Boolean(true)),
+        ];
+        assert_eq!(serialize_list(&items), r#""per-ip";q=100;w=60, daily;flag"#);
+    }
+
+    #[test]
+    fn strings_are_escaped_and_kept_ascii() {
+        let mut out = String::new();
+        serialize_item(&Item::new(BareItem::String("a\"b\\c\u{e9}".into())), &mut out);
+        assert_eq!(out, r#""a\"b\\c?""#);
+    }
+
+    #[test]
+    fn integers_are_clamped_to_the_sf_range() {
+        let mut out = String::new();
+        serialize_item(&Item::new(BareItem::Integer(i64::MAX)), &mut out);
+        assert_eq!(out, "999999999999999");
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(is_token("per-ip"));
+        assert!(!is_token("1abc"));
+        assert!(!is_token(""));
+    }
+}
