@@ -1,1 +1,16 @@
+//! End-to-end harness shared by every Meshward e2e test (and the demo): starts a real
+//! Envoy from `.venv/bin/envoy` with a per-test bootstrap, upstream servers that record
+//! what reached them, a small HTTP/1.1 client that can choose its source address, and
+//! helpers to read Envoy's stats. No mocks of Envoy.
 
+pub mod bootstrap;
+pub mod client;
+pub mod envoy;
+pub mod paths;
+pub mod stats;
+pub mod upstream;
+
+pub use bootstrap::Bootstrap;
+pub use client::{Request, Response};
+pub use envoy::{Envoy, EnvoyOptions};
+pub use upstream::{RecordedRequest, RecordingUpstream};

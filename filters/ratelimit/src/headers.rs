@@ -6,6 +6,7 @@
 use crate::config::CompiledConfig;
 use crate::limiter::{Decision, Evaluation};
 use meshward_filter_common::clock::NANOS_PER_SECOND;
+use meshward_filter_common::duration::format_duration_nanos;
 use meshward_filter_common::problem::Problem;
 use meshward_filter_common::sf::{serialize_list, BareItem, Item};
 
@@ -90,10 +91,11 @@ pub fn problem(config: &CompiledConfig, decision: &Decision) -> Problem {
         .and_then(|evaluation| config.rules.get(evaluation.rule).map(|rule| (evaluation, rule)))
         .map(|(evaluation, rule)| match evaluation.verdict() {
             Some(_) => format!(
-                "rate limit \"{}\" exceeded ({} requests per {}s); retry after {} s",
+                "rate limit \"{}\" exceeded ({} request{} per {}); retry after {} s",
                 rule.name,
                 rule.limit.requests,
-                seconds_ceil(rule.limit.per_nanos),
+                if rule.limit.requests == 1 { "" } else { "s" },
+                format_duration_nanos(rule.limit.per_nanos),
                 retry
             ),
             None => format!("rate limit \"{}\" could not be checked and fails closed; retry after {} s", rule.name, retry),
@@ -142,7 +144,7 @@ mod tests {
         assert_eq!(field(&fields, "x-ratelimit-reset"), Some("60"));
         let body = problem(&config, &decision);
         assert_eq!(body.status, 429);
-        assert!(body.detail.contains("\"per-minute\""), "{}", body.detail);
+        assert_eq!(body.detail, "rate limit \"per-minute\" exceeded (2 requests per 1m); retry after 30 s");
     }
 
     #[test]

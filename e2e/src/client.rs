@@ -1,0 +1,154 @@
+//! A deliberately small HTTP/1.1 client: one request per connection, optional source
+//! address (so tests can be different clients: 127.0.0.2, 127.0.0.3, ...), bounded by
+//! timeouts. Enough to observe exactly what Envoy sends back.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub source_ip: Option<IpAddr>,
+}
+
+impl Request {
+    pub fn get(path: &str) -> Self {
+        Self { method: "GET".into(), path: path.into(), headers: Vec::new(), body: Vec::new(), source_ip: None }
+    }
+
+    pub fn post(path: &str, body: &[u8]) -> Self {
+        Self { method: "POST".into(), body: body.to_vec(), ..Self::get(path) }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn from_ip(mut self, ip: &str) -> Self {
+        self.source_ip = ip.parse().ok();
+        self
+    }
+
+    /// Sends the request to `127.0.0.1:port`.
+    pub fn send(&self, port: u16) -> Result<Response, String> {
+        let target = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut stream = connect(target, self.source_ip)?;
+        stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+        stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+        let mut head = format!("{} {} HTTP/1.1\r\nhost: meshward.test\r\nconnection: close\r\n", self.method, self.path);
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !self.body.is_empty() || self.method == "POST" || self.method == "PUT" || self.method == "PATCH" {
+            head.push_str(&format!("content-length: {}\r\n", self.body.len()));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).map_err(|e| format!("write: {e}"))?;
+        stream.write_all(&self.body).map_err(|e| format!("write: {e}"))?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).map_err(|e| format!("read from port {port}: {e}"))?;
+        Response::parse(&raw)
+    }
+}
+
+fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, String> {
+    let Some(source) = source else {
+        return TcpStream::connect_timeout(&target, TIMEOUT).map_err(|e| format!("connect {target}: {e}"));
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(|e| e.to_string())?;
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    socket.connect_timeout(&target.into(), TIMEOUT).map_err(|e| format!("connect {target} from {source}: {e}"))?;
+    Ok(socket.into())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// Names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str())
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("body is not JSON ({e}): {}", self.body_text()))
+    }
+
+    fn parse(raw: &[u8]) -> Result<Self, String> {
+        let split = raw
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .ok_or_else(|| format!("incomplete response: {:?}", String::from_utf8_lossy(raw)))?;
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+            .collect();
+        let rest = &raw[split + 4..];
+        let chunked = headers
+            .iter()
+            .any(|(name, value)| name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked"));
+        let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
+        Ok(Self { status, headers, body })
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if data.len() < size + 2 {
+            return Err("truncated chunk".into());
+        }
+        body.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_responses() {
+        let plain = Response::parse(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\ncontent-length: 2\r\n\r\nhi").unwrap();
+        assert_eq!(plain.status, 429);
+        assert_eq!(plain.header("retry-after"), Some("3"));
+        assert_eq!(plain.body, b"hi");
+        let chunked = Response::parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!(chunked.body, b"abcde");
+        assert!(Response::parse(b"HTTP/1.1 200").is_err());
+    }
+}

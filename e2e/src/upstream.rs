@@ -1,0 +1,217 @@
+//! Upstream test servers that record every request they receive (method, path,
+//! headers, body), so tests assert on what reached the application, not only on what
+//! came back. Also the demo's echo server. Thread per connection, HTTP/1.1 keep-alive,
+//! bodies by content-length or chunked: small, and predictable under load.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A connection idle this long is closed (Envoy reconnects as needed).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// Names lowercased, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    /// A JSON echo of the request (what the upstream answers).
+    pub fn to_json(&self) -> serde_json::Value {
+        let headers: serde_json::Map<String, serde_json::Value> =
+            self.headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        serde_json::json!({
+            "method": self.method,
+            "path": self.path,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&self.body),
+        })
+    }
+}
+
+pub struct RecordingUpstream {
+    address: SocketAddr,
+    recorded: Arc<Mutex<Vec<RecordedRequest>>>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl RecordingUpstream {
+    /// Starts on a free port of 127.0.0.1.
+    pub fn start() -> Result<Self, String> {
+        Self::start_on("127.0.0.1:0")
+    }
+
+    pub fn start_on(address: &str) -> Result<Self, String> {
+        let listener = TcpListener::bind(address).map_err(|e| format!("upstream bind {address}: {e}"))?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (recorded, stop) = (recorded.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let (recorded, stop) = (recorded.clone(), stop.clone());
+                    std::thread::spawn(move || serve_connection(stream, &recorded, &stop));
+                }
+            })
+        };
+        Ok(Self { address, recorded, stop, acceptor: Some(acceptor) })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.recorded.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn hits(&self) -> usize {
+        self.recorded.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Blocks until the process is interrupted (used by `meshward-echo`).
+    pub fn wait(mut self) {
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept so the acceptor sees the flag.
+        let _ = TcpStream::connect_timeout(&self.address, Duration::from_secs(1));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+fn serve_connection(stream: TcpStream, recorded: &Mutex<Vec<RecordedRequest>>, stop: &AtomicBool) {
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_nodelay(true);
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    while !stop.load(Ordering::SeqCst) {
+        let Some((request, keep_alive)) = read_request(&mut reader) else { return };
+        let payload = serde_json::to_vec_pretty(&request.to_json()).unwrap_or_default();
+        if let Ok(mut all) = recorded.lock() {
+            all.push(request);
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-upstream: meshward-echo\r\ncontent-length: {}\r\n{}\r\n",
+            payload.len(),
+            if keep_alive { "" } else { "connection: close\r\n" }
+        );
+        if writer.write_all(head.as_bytes()).and_then(|_| writer.write_all(&payload)).is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+/// Reads one request; None on EOF, timeout or a malformed request.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(RecordedRequest, bool)> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path, version) = (parts.next()?.to_string(), parts.next()?.to_string(), parts.next()?.to_string());
+    let mut headers = Vec::new();
+    let mut head_bytes = request_line.len();
+    loop {
+        let mut line = String::new();
+        head_bytes += reader.read_line(&mut line).ok()?;
+        if head_bytes > MAX_HEAD_BYTES {
+            return None;
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        read_chunked(reader)?
+    } else {
+        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if length > MAX_BODY_BYTES {
+            return None;
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        body
+    };
+    let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    let keep_alive = !close && version != "HTTP/1.0";
+    Some((RecordedRequest { method, path, headers, body }, keep_alive))
+}
+
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line).ok()?;
+        let size = usize::from_str_radix(size_line.trim().split(';').next()?, 16).ok()?;
+        if size == 0 {
+            // Trailers, then the blank line.
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).ok()?;
+                if line.trim().is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        if body.len() + size > MAX_BODY_BYTES {
+            return None;
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..]).ok()?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf).ok()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Request;
+
+    #[test]
+    fn records_and_echoes_requests() {
+        let upstream = RecordingUpstream::start().unwrap();
+        let response = Request::post("/echo?x=1", b"hello").header("x-test", "yes").send(upstream.port()).unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json().unwrap()["body"], "hello");
+        let recorded = upstream.requests();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].method, "POST");
+        assert_eq!(recorded[0].path, "/echo?x=1");
+        assert_eq!(recorded[0].header("x-test"), Some("yes"));
+        assert_eq!(recorded[0].body, b"hello");
+    }
+}

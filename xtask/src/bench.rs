@@ -1,0 +1,198 @@
+//! `cargo xtask bench ratelimit`: what the filter costs per request, measured against
+//! baselines in the same run. Envoy (one worker) is pinned to CPU 0 and answers with a
+//! direct response, so the figures are Envoy + filters only; wrk runs pinned to CPU 1.
+//! Scenarios are measured in interleaved rounds (A B C A B C ...) and reported as
+//! medians with min–max.
+
+use std::process::Command;
+
+use meshward_e2e::bootstrap::native_local_ratelimit;
+use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions};
+
+use crate::{build_wasm, setup};
+
+const CONNECTIONS: &str = "32";
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    non_2xx: u64,
+}
+
+struct Scenario {
+    name: &'static str,
+    envoy: Envoy,
+    samples: Vec<Sample>,
+}
+
+fn parse_args(args: &[String]) -> Result<(u64, usize), String> {
+    let mut seconds = 10;
+    let mut rounds = 3;
+    let mut it = args.iter();
+    match it.next().map(String::as_str) {
+        Some("ratelimit") => {}
+        other => return Err(format!("usage: cargo xtask bench ratelimit [--seconds N] [--rounds N] (got {other:?})")),
+    }
+    while let Some(flag) = it.next() {
+        let value = it.next().and_then(|v| v.parse::<u64>().ok()).ok_or(format!("{flag} needs a number"))?;
+        match flag.as_str() {
+            "--seconds" => seconds = value.max(1),
+            "--rounds" => rounds = usize::try_from(value.max(1)).unwrap_or(3),
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok((seconds, rounds))
+}
+
+/// The limit is never reached: the benchmark measures the cost of deciding, keyed on
+/// the client address like a typical per-client rule.
+const MESHWARD_CONFIG: &str = r#"{"rules":[{"name":"bench","key":[{"type":"clientAddress"}],"limit":{"algorithm":"tokenBucket","requests":1000000000,"per":"1s","burst":1000000000}}]}"#;
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let (seconds, rounds) = parse_args(args)?;
+    setup::ensure()?;
+    setup::require_debian_tool("wrk", "wrk")?;
+    setup::require_debian_tool("taskset", "util-linux")?;
+    build_wasm::run()?;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if cpus < 2 {
+        println!("warning: {cpus} CPU available; Envoy and wrk will share it and figures will be noisy");
+    }
+    let options = EnvoyOptions { concurrency: 1, log_level: "warn".into(), pin_cpus: Some("0".into()) };
+    let base = Bootstrap::new(1).direct_response();
+    let start = |name: &'static str, bootstrap: Bootstrap| -> Result<Scenario, String> {
+        println!("starting Envoy for {name}");
+        Ok(Scenario { name, envoy: Envoy::start(&bootstrap, &options)?, samples: Vec::new() })
+    };
+    let mut scenarios = vec![
+        start("bare Envoy", base.clone())?,
+        start("native local_ratelimit", base.clone().http_filter(native_local_ratelimit(1_000_000_000, 1_000_000_000, "1s")))?,
+        start("meshward ratelimit", base.clone().meshward_filter("meshward_ratelimit", MESHWARD_CONFIG)?)?,
+    ];
+    println!("\nwarm-up (2 s each)");
+    for scenario in &scenarios {
+        wrk(scenario.envoy.port(), 2)?;
+    }
+    for round in 1..=rounds {
+        for scenario in &mut scenarios {
+            let sample = wrk(scenario.envoy.port(), seconds)?;
+            println!(
+                "round {round}/{rounds}  {:<24} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  non-2xx {}",
+                scenario.name, sample.rps, sample.p50_us, sample.p99_us, sample.non_2xx
+            );
+            scenario.samples.push(sample);
+        }
+    }
+    let allowed = scenarios
+        .last()
+        .map(|s| s.envoy.counter("wasmcustom.meshward.ratelimit.rule.bench.allowed"))
+        .unwrap_or(0);
+    let report = report(&scenarios, seconds, rounds, allowed);
+    println!("\n{report}");
+    let out = crate::run::root().join("target/bench");
+    let _ = std::fs::create_dir_all(&out);
+    let path = out.join("ratelimit.md");
+    std::fs::write(&path, &report).map_err(|e| format!("write {}: {e}", path.display()))?;
+    println!("written to {}", path.display());
+    Ok(())
+}
+
+fn wrk(port: u16, seconds: u64) -> Result<Sample, String> {
+    let out = Command::new("taskset")
+        .args(["-c", "1", "wrk", "-t1", "-c", CONNECTIONS, "-d", &format!("{seconds}s"), "--latency"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .map_err(|e| format!("run wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    parse_wrk(&text).ok_or_else(|| format!("could not read wrk's output:\n{text}"))
+}
+
+fn parse_wrk(text: &str) -> Option<Sample> {
+    let mut sample = Sample::default();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Requests/sec:") {
+            sample.rps = rest.trim().parse().ok()?;
+        } else if let Some(rest) = line.strip_prefix("50%") {
+            sample.p50_us = parse_latency(rest.trim())?;
+        } else if let Some(rest) = line.strip_prefix("99%") {
+            sample.p99_us = parse_latency(rest.trim())?;
+        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            sample.non_2xx = rest.trim().parse().ok()?;
+        }
+    }
+    (sample.rps > 0.0).then_some(sample)
+}
+
+fn parse_latency(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => value,
+        "ms" => value * 1_000.0,
+        "s" => value * 1_000_000.0,
+        _ => return None,
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn report(scenarios: &[Scenario], seconds: u64, rounds: usize, meshward_allowed: u64) -> String {
+    let stat = |s: &Scenario, f: fn(&Sample) -> f64| {
+        let mut values: Vec<f64> = s.samples.iter().map(f).collect();
+        let (min, max) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        (median(&mut values), min, max)
+    };
+    let bare_rps = scenarios.first().map(|s| stat(s, |x| x.rps).0).unwrap_or(0.0);
+    let mut out = format!(
+        "## Rate-limit filter benchmark\n\nEnvoy {} with 1 worker pinned to CPU 0, direct response; wrk -t1 -c{CONNECTIONS} pinned to CPU 1; \
+         {rounds} interleaved rounds of {seconds} s; median (min–max).\n\n\
+         | scenario | requests/s | p50 µs | p99 µs | throughput vs bare | added CPU µs/request |\n|---|---|---|---|---|---|\n",
+        setup::ENVOY_VERSION
+    );
+    for scenario in scenarios {
+        let rps = stat(scenario, |x| x.rps);
+        let p50 = stat(scenario, |x| x.p50_us);
+        let p99 = stat(scenario, |x| x.p99_us);
+        // Envoy is CPU-bound on one core, so 1/rps is CPU time per request.
+        let added = if rps.0 > 0.0 && bare_rps > 0.0 { 1e6 / rps.0 - 1e6 / bare_rps } else { 0.0 };
+        out.push_str(&format!(
+            "| {} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2} | {:.1} |\n",
+            scenario.name,
+            rps.0, rps.1, rps.2,
+            p50.0, p50.1, p50.2,
+            p99.0, p99.1, p99.2,
+            if bare_rps > 0.0 { rps.0 / bare_rps } else { 0.0 },
+            added
+        ));
+    }
+    let non_2xx: u64 = scenarios.iter().flat_map(|s| s.samples.iter()).map(|s| s.non_2xx).sum();
+    out.push_str(&format!(
+        "\nNon-2xx responses across all runs: {non_2xx} (the limits are set so nothing is limited). \
+         Meshward `allowed` counter: {meshward_allowed}.\n"
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let text = "Running 2s test\n  Latency Distribution\n     50%  412.00us\n     75%  1.02ms\n     99%    2.50ms\n  100 requests in 2.00s\nRequests/sec:  25123.45\nTransfer/sec: 3MB\n";
+        let sample = parse_wrk(text).unwrap();
+        assert_eq!(sample.rps, 25123.45);
+        assert_eq!(sample.p50_us, 412.0);
+        assert_eq!(sample.p99_us, 2500.0);
+        assert_eq!(sample.non_2xx, 0);
+    }
+}

@@ -1,0 +1,104 @@
+//! `cargo xtask demo`: builds the filter, starts the echo upstream and a real Envoy
+//! with examples/envoy/ratelimit-demo.yaml, prints curl lines to try, and stops
+//! everything on Ctrl-C.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::run::root;
+use crate::{build_wasm, setup};
+
+pub const CONFIG: &str = "examples/envoy/ratelimit-demo.yaml";
+const LISTENER: u16 = 10000;
+const ADMIN: u16 = 9901;
+const UPSTREAM: &str = "127.0.0.1:18080";
+
+pub const CURL_LINES: &str = r#"
+# 1. Token bucket per client address on /hello (burst 5, then 1 every 10 s): 200s turn into 429s
+for i in $(seq 1 7); do curl -s -o /dev/null -w "%{http_code}\n" http://127.0.0.1:10000/hello; done
+
+# 2. A limited reply: problem+json body, Retry-After, RateLimit and RateLimit-Policy
+curl -i http://127.0.0.1:10000/hello
+
+# 3. Sliding window per API key on /api/ (3 per minute): alice is limited, bob is not, /hello's bucket is untouched
+for i in 1 2 3 4; do curl -s -o /dev/null -w "alice %{http_code}\n" -H 'x-api-key: alice' http://127.0.0.1:10000/api/orders; done
+curl -s -o /dev/null -w "bob %{http_code}\n" -H 'x-api-key: bob' http://127.0.0.1:10000/api/orders
+
+# 4. Shadow rule on /login: never 429, but its shadow_limited counter moves
+for i in 1 2 3 4; do curl -s -o /dev/null -w "%{http_code}\n" http://127.0.0.1:10000/login; done
+
+# 5. The filter's metrics, as Prometheus scrapes them
+curl -s http://127.0.0.1:9901/stats/prometheus | grep '^meshward_'
+"#;
+
+fn ensure_free(port: u16) -> Result<(), String> {
+    TcpListener::bind(("127.0.0.1", port)).map(drop).map_err(|e| {
+        format!("port {port} on 127.0.0.1 is busy ({e}); stop whatever uses it (another demo?) and retry")
+    })
+}
+
+pub fn run() -> Result<(), String> {
+    setup::ensure()?;
+    build_wasm::run()?;
+    ensure_free(LISTENER)?;
+    ensure_free(ADMIN)?;
+    let upstream = meshward_e2e::RecordingUpstream::start_on(UPSTREAM)
+        .map_err(|e| format!("{e}; is port 18080 busy (another demo?)"))?;
+    println!("\necho upstream listening on {UPSTREAM}");
+
+    let log_path = root().join("target/demo-envoy.log");
+    let mut envoy = Command::new(setup::venv_bin("envoy"))
+        .current_dir(root())
+        .args(["-c", CONFIG, "--concurrency", "2", "-l", "info", "--log-path"])
+        .arg(&log_path)
+        .stdin(Stdio::null())
+        // Own process group: Ctrl-C reaches only xtask, which then stops Envoy in order.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("start Envoy: {e}"))?;
+    println!("Envoy starting: .venv/bin/envoy -c {CONFIG} --concurrency 2 (log: {})", log_path.display());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| format!("install Ctrl-C handler: {e}"))?;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = envoy.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(format!("Envoy exited ({status}). Last log lines:\n{}", tail.join("\n")));
+        }
+        let ready = meshward_e2e::Request::get("/ready").send(ADMIN).is_ok_and(|r| r.status == 200);
+        if ready {
+            break;
+        }
+        if Instant::now() > deadline || stop.load(Ordering::SeqCst) {
+            let _ = envoy.kill();
+            return Err("Envoy did not become ready within 60 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    println!("\nMeshward demo is up: Envoy on 127.0.0.1:{LISTENER}, admin on 127.0.0.1:{ADMIN}.");
+    println!("Paste these into another terminal:\n{CURL_LINES}");
+    println!("Press Ctrl-C to stop.");
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok(Some(status)) = envoy.try_wait() {
+            drop(upstream);
+            return Err(format!("Envoy exited unexpectedly ({status}); see {}", log_path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("\nstopping Envoy and the echo upstream...");
+    let _ = envoy.kill();
+    let _ = envoy.wait();
+    println!("echo upstream served {} request(s)", upstream.hits());
+    drop(upstream);
+    println!("stopped.");
+    Ok(())
+}
