@@ -67,7 +67,13 @@ pub struct Bootstrap {
 
 impl Bootstrap {
     pub fn new(upstream_port: u16) -> Self {
-        Self { upstream_port, http_filters: Vec::new(), listener_port: 0, admin_port: 0, direct_response: false }
+        Self {
+            upstream_port,
+            http_filters: Vec::new(),
+            listener_port: 0,
+            admin_port: 0,
+            direct_response: false,
+        }
     }
 
     pub fn http_filter(mut self, filter: Value) -> Self {
@@ -91,6 +97,37 @@ impl Bootstrap {
         self.listener_port = listener_port;
         self.admin_port = admin_port;
         self
+    }
+
+    /// The bootstrap with its listener served from a file (filesystem LDS) instead of
+    /// static resources: write [`Bootstrap::lds_file`] output to `lds_path` (by rename)
+    /// to push a new listener config at runtime.
+    pub fn to_json_with_lds(&self, lds_path: &Path) -> Value {
+        let mut config = self.to_json();
+        if let Some(resources) = config
+            .get_mut("static_resources")
+            .and_then(Value::as_object_mut)
+        {
+            resources.remove("listeners");
+        }
+        config["dynamic_resources"] = json!({
+            "lds_config": {"path_config_source": {"path": lds_path.to_string_lossy()}, "resource_api_version": "V3"}
+        });
+        config
+    }
+
+    /// A filesystem-LDS document holding this bootstrap's listener.
+    pub fn lds_file(&self, version: &str) -> Value {
+        let mut listener = self.listener_json();
+        listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+        json!({"version_info": version, "resources": [listener]})
+    }
+
+    fn listener_json(&self) -> Value {
+        self.to_json()
+            .pointer("/static_resources/listeners/0")
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     pub fn to_json(&self) -> Value {

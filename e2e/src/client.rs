@@ -19,11 +19,21 @@ pub struct Request {
 
 impl Request {
     pub fn get(path: &str) -> Self {
-        Self { method: "GET".into(), path: path.into(), headers: Vec::new(), body: Vec::new(), source_ip: None }
+        Self {
+            method: "GET".into(),
+            path: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            source_ip: None,
+        }
     }
 
     pub fn post(path: &str, body: &[u8]) -> Self {
-        Self { method: "POST".into(), body: body.to_vec(), ..Self::get(path) }
+        Self {
+            method: "POST".into(),
+            body: body.to_vec(),
+            ..Self::get(path)
+        }
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -40,33 +50,54 @@ impl Request {
     pub fn send(&self, port: u16) -> Result<Response, String> {
         let target = SocketAddr::from(([127, 0, 0, 1], port));
         let mut stream = connect(target, self.source_ip)?;
-        stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-        stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-        let mut head = format!("{} {} HTTP/1.1\r\nhost: meshward.test\r\nconnection: close\r\n", self.method, self.path);
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nhost: meshward.test\r\nconnection: close\r\n",
+            self.method, self.path
+        );
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        if !self.body.is_empty() || self.method == "POST" || self.method == "PUT" || self.method == "PATCH" {
+        if !self.body.is_empty()
+            || self.method == "POST"
+            || self.method == "PUT"
+            || self.method == "PATCH"
+        {
             head.push_str(&format!("content-length: {}\r\n", self.body.len()));
         }
         head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).map_err(|e| format!("write: {e}"))?;
-        stream.write_all(&self.body).map_err(|e| format!("write: {e}"))?;
+        stream
+            .write_all(head.as_bytes())
+            .map_err(|e| format!("write: {e}"))?;
+        stream
+            .write_all(&self.body)
+            .map_err(|e| format!("write: {e}"))?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(|e| format!("read from port {port}: {e}"))?;
+        stream
+            .read_to_end(&mut raw)
+            .map_err(|e| format!("read from port {port}: {e}"))?;
         Response::parse(&raw)
     }
 }
 
 fn connect(target: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, String> {
     let Some(source) = source else {
-        return TcpStream::connect_timeout(&target, TIMEOUT).map_err(|e| format!("connect {target}: {e}"));
+        return TcpStream::connect_timeout(&target, TIMEOUT)
+            .map_err(|e| format!("connect {target}: {e}"));
     };
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(|e| e.to_string())?;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
     socket
         .bind(&SocketAddr::new(source, 0).into())
         .map_err(|e| format!("bind {source}: {e}"))?;
-    socket.connect_timeout(&target.into(), TIMEOUT).map_err(|e| format!("connect {target} from {source}: {e}"))?;
+    socket
+        .connect_timeout(&target.into(), TIMEOUT)
+        .map_err(|e| format!("connect {target} from {source}: {e}"))?;
     Ok(socket.into())
 }
 
@@ -81,7 +112,10 @@ pub struct Response {
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
     }
 
     pub fn body_text(&self) -> String {
@@ -89,7 +123,8 @@ impl Response {
     }
 
     pub fn json(&self) -> Result<serde_json::Value, String> {
-        serde_json::from_slice(&self.body).map_err(|e| format!("body is not JSON ({e}): {}", self.body_text()))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| format!("body is not JSON ({e}): {}", self.body_text()))
     }
 
     fn parse(raw: &[u8]) -> Result<Self, String> {
@@ -110,18 +145,29 @@ impl Response {
             .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
             .collect();
         let rest = &raw[split + 4..];
-        let chunked = headers
-            .iter()
-            .any(|(name, value)| name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked"));
-        let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
-        Ok(Self { status, headers, body })
+        let chunked = headers.iter().any(|(name, value)| {
+            name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked")
+        });
+        let body = if chunked {
+            dechunk(rest)?
+        } else {
+            rest.to_vec()
+        };
+        Ok(Self {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunk size")?;
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
         let size_text = String::from_utf8_lossy(&data[..line_end]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             .map_err(|_| format!("bad chunk size {size_text:?}"))?;
@@ -143,7 +189,10 @@ mod tests {
 
     #[test]
     fn parses_plain_and_chunked_responses() {
-        let plain = Response::parse(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\ncontent-length: 2\r\n\r\nhi").unwrap();
+        let plain = Response::parse(
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\ncontent-length: 2\r\n\r\nhi",
+        )
+        .unwrap();
         assert_eq!(plain.status, 429);
         assert_eq!(plain.header("retry-after"), Some("3"));
         assert_eq!(plain.body, b"hi");

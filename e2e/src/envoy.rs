@@ -26,7 +26,11 @@ pub struct EnvoyOptions {
 
 impl Default for EnvoyOptions {
     fn default() -> Self {
-        Self { concurrency: 2, log_level: "info".into(), pin_cpus: None }
+        Self {
+            concurrency: 2,
+            log_level: "info".into(),
+            pin_cpus: None,
+        }
     }
 }
 
@@ -56,13 +60,30 @@ impl Envoy {
 
     /// Starts Envoy with a full bootstrap; fails with Envoy's log when it exits or is
     /// not ready in time.
-    pub fn start_config(config: &serde_json::Value, options: &EnvoyOptions) -> Result<Envoy, String> {
+    pub fn start_config(
+        config: &serde_json::Value,
+        options: &EnvoyOptions,
+    ) -> Result<Envoy, String> {
+        let text = serde_json::to_vec_pretty(config).map_err(|e| e.to_string())?;
+        Self::start_file(&text, "envoy.json", options)
+    }
+
+    /// Starts Envoy with a YAML bootstrap (such as the examples/ files).
+    pub fn start_yaml(yaml: &str, options: &EnvoyOptions) -> Result<Envoy, String> {
+        Self::start_file(yaml.as_bytes(), "envoy.yaml", options)
+    }
+
+    fn start_file(
+        contents: &[u8],
+        file_name: &str,
+        options: &EnvoyOptions,
+    ) -> Result<Envoy, String> {
         let envoy = crate::paths::envoy_binary()?;
         let dir = temp_dir()?;
-        let config_path = dir.join("envoy.json");
+        let config_path = dir.join(file_name);
         let log_path = dir.join("envoy.log");
         let admin_path = dir.join("admin.address");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(config).map_err(|e| e.to_string())?)
+        std::fs::write(&config_path, contents)
             .map_err(|e| format!("write {}: {e}", config_path.display()))?;
         let mut command = match &options.pin_cpus {
             Some(cpus) => {
@@ -87,8 +108,15 @@ impl Envoy {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = command.spawn().map_err(|e| format!("spawn {}: {e}", envoy.display()))?;
-        let mut envoy = Envoy { child, admin_port: 0, dir, log_path };
+        let child = command
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", envoy.display()))?;
+        let mut envoy = Envoy {
+            child,
+            admin_port: 0,
+            dir,
+            log_path,
+        };
         envoy.wait_ready(&admin_path)?;
         Ok(envoy)
     }
@@ -97,11 +125,19 @@ impl Envoy {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("Envoy exited ({status}) before it was ready. Its log:\n{}", self.log()));
+                return Err(format!(
+                    "Envoy exited ({status}) before it was ready. Its log:\n{}",
+                    self.log()
+                ));
             }
             if self.admin_port == 0 {
                 if let Ok(text) = std::fs::read_to_string(admin_path) {
-                    self.admin_port = text.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                    self.admin_port = text
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
                 }
             }
             if self.admin_port != 0 {
@@ -113,7 +149,10 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(format!("Envoy was not ready after {READY_TIMEOUT:?}. Its log:\n{}", self.log()))
+        Err(format!(
+            "Envoy was not ready after {READY_TIMEOUT:?}. Its log:\n{}",
+            self.log()
+        ))
     }
 
     pub fn admin_port(&self) -> u16 {
@@ -154,7 +193,10 @@ impl Envoy {
 
     /// A counter's value, 0 when it does not exist (yet).
     pub fn counter(&self, name: &str) -> u64 {
-        self.stats().ok().and_then(|s| s.get(name).copied()).unwrap_or(0)
+        self.stats()
+            .ok()
+            .and_then(|s| s.get(name).copied())
+            .unwrap_or(0)
     }
 
     pub fn prometheus(&self) -> Result<String, String> {
@@ -166,7 +208,11 @@ impl Envoy {
         let memory = self.admin_get("/memory")?.json()?;
         memory
             .get("allocated")
-            .and_then(|v| v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_u64()))
+            .and_then(|v| {
+                v.as_str()
+                    .and_then(|s| s.parse().ok())
+                    .or_else(|| v.as_u64())
+            })
             .ok_or_else(|| format!("no `allocated` in /memory: {memory}"))
     }
 
@@ -176,6 +222,18 @@ impl Envoy {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Polls `condition` every 50 ms for up to `timeout`; true when it held.
+    pub fn eventually(&self, timeout: Duration, mut condition: impl FnMut(&Envoy) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if condition(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        condition(self)
     }
 }
 

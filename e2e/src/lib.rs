@@ -5,6 +5,7 @@
 
 pub mod bootstrap;
 pub mod client;
+pub mod demo;
 pub mod envoy;
 pub mod paths;
 pub mod stats;

@@ -16,7 +16,10 @@ pub fn envoy_binary() -> Result<PathBuf, String> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!("Envoy not found at {}; run `cargo xtask setup` first", path.display()))
+        Err(format!(
+            "Envoy not found at {}; run `cargo xtask setup` first",
+            path.display()
+        ))
     }
 }
 
@@ -31,6 +34,9 @@ pub fn wasm_module(name: &str) -> Result<PathBuf, String> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!("{} is missing; run `cargo xtask build-wasm` first", path.display()))
+        Err(format!(
+            "{} is missing; run `cargo xtask build-wasm` first",
+            path.display()
+        ))
     }
 }

@@ -4,14 +4,20 @@ use std::collections::BTreeMap;
 
 /// Counters and gauges by full stat name (histograms are skipped).
 pub fn parse_json_stats(body: &str) -> Result<BTreeMap<String, u64>, String> {
-    let value: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("stats JSON: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("stats JSON: {e}"))?;
     let entries = value
         .get("stats")
         .and_then(|s| s.as_array())
         .ok_or_else(|| "stats JSON has no `stats` array".to_string())?;
     Ok(entries
         .iter()
-        .filter_map(|entry| Some((entry.get("name")?.as_str()?.to_string(), entry.get("value")?.as_u64()?)))
+        .filter_map(|entry| {
+            Some((
+                entry.get("name")?.as_str()?.to_string(),
+                entry.get("value")?.as_u64()?,
+            ))
+        })
         .collect())
 }
 
@@ -20,7 +26,13 @@ pub fn parse_json_stats(body: &str) -> Result<BTreeMap<String, u64>, String> {
 pub fn prometheus_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
 }
 
 #[cfg(test)]
@@ -29,7 +41,8 @@ mod tests {
 
     #[test]
     fn reads_json_and_prometheus() {
-        let stats = parse_json_stats(r#"{"stats":[{"name":"a.b","value":3},{"histograms":{}}]}"#).unwrap();
+        let stats =
+            parse_json_stats(r#"{"stats":[{"name":"a.b","value":3},{"histograms":{}}]}"#).unwrap();
         assert_eq!(stats.get("a.b"), Some(&3));
         let text = "# TYPE x counter\nx{rule=\"a\"} 5\nx{rule=\"b\"} 7\n";
         assert_eq!(prometheus_value(text, "x{rule=\"b\"}"), Some(7.0));

@@ -26,13 +26,19 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
     }
 
     /// A JSON echo of the request (what the upstream answers).
     pub fn to_json(&self) -> serde_json::Value {
-        let headers: serde_json::Map<String, serde_json::Value> =
-            self.headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let headers: serde_json::Map<String, serde_json::Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
         serde_json::json!({
             "method": self.method,
             "path": self.path,
@@ -56,7 +62,8 @@ impl RecordingUpstream {
     }
 
     pub fn start_on(address: &str) -> Result<Self, String> {
-        let listener = TcpListener::bind(address).map_err(|e| format!("upstream bind {address}: {e}"))?;
+        let listener =
+            TcpListener::bind(address).map_err(|e| format!("upstream bind {address}: {e}"))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -73,7 +80,12 @@ impl RecordingUpstream {
                 }
             })
         };
-        Ok(Self { address, recorded, stop, acceptor: Some(acceptor) })
+        Ok(Self {
+            address,
+            recorded,
+            stop,
+            acceptor: Some(acceptor),
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -110,10 +122,14 @@ impl Drop for RecordingUpstream {
 fn serve_connection(stream: TcpStream, recorded: &Mutex<Vec<RecordedRequest>>, stop: &AtomicBool) {
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = stream.set_nodelay(true);
-    let Ok(mut writer) = stream.try_clone() else { return };
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(stream);
     while !stop.load(Ordering::SeqCst) {
-        let Some((request, keep_alive)) = read_request(&mut reader) else { return };
+        let Some((request, keep_alive)) = read_request(&mut reader) else {
+            return;
+        };
         let payload = serde_json::to_vec_pretty(&request.to_json()).unwrap_or_default();
         if let Ok(mut all) = recorded.lock() {
             all.push(request);
@@ -123,7 +139,12 @@ fn serve_connection(stream: TcpStream, recorded: &Mutex<Vec<RecordedRequest>>, s
             payload.len(),
             if keep_alive { "" } else { "connection: close\r\n" }
         );
-        if writer.write_all(head.as_bytes()).and_then(|_| writer.write_all(&payload)).is_err() || !keep_alive {
+        if writer
+            .write_all(head.as_bytes())
+            .and_then(|_| writer.write_all(&payload))
+            .is_err()
+            || !keep_alive
+        {
             return;
         }
     }
@@ -136,7 +157,11 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(RecordedRequest, b
         return None;
     }
     let mut parts = request_line.split_whitespace();
-    let (method, path, version) = (parts.next()?.to_string(), parts.next()?.to_string(), parts.next()?.to_string());
+    let (method, path, version) = (
+        parts.next()?.to_string(),
+        parts.next()?.to_string(),
+        parts.next()?.to_string(),
+    );
     let mut headers = Vec::new();
     let mut head_bytes = request_line.len();
     loop {
@@ -152,11 +177,18 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(RecordedRequest, b
         let (name, value) = line.split_once(':')?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         read_chunked(reader)?
     } else {
-        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         if length > MAX_BODY_BYTES {
             return None;
         }
@@ -166,7 +198,15 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(RecordedRequest, b
     };
     let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
     let keep_alive = !close && version != "HTTP/1.0";
-    Some((RecordedRequest { method, path, headers, body }, keep_alive))
+    Some((
+        RecordedRequest {
+            method,
+            path,
+            headers,
+            body,
+        },
+        keep_alive,
+    ))
 }
 
 fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
@@ -204,7 +244,10 @@ mod tests {
     #[test]
     fn records_and_echoes_requests() {
         let upstream = RecordingUpstream::start().unwrap();
-        let response = Request::post("/echo?x=1", b"hello").header("x-test", "yes").send(upstream.port()).unwrap();
+        let response = Request::post("/echo?x=1", b"hello")
+            .header("x-test", "yes")
+            .send(upstream.port())
+            .unwrap();
         assert_eq!(response.status, 200);
         assert_eq!(response.json().unwrap()["body"], "hello");
         let recorded = upstream.requests();

@@ -6,8 +6,17 @@ use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions, RecordingUpstream, Request, R
 
 fn start(config: &str) -> (RecordingUpstream, Envoy) {
     let upstream = RecordingUpstream::start().expect("upstream");
-    let bootstrap = Bootstrap::new(upstream.port()).meshward_filter("meshward_ratelimit", config).expect("module built");
-    let envoy = Envoy::start(&bootstrap, &EnvoyOptions { concurrency: 2, ..EnvoyOptions::default() }).expect("envoy starts");
+    let bootstrap = Bootstrap::new(upstream.port())
+        .meshward_filter("meshward_ratelimit", config)
+        .expect("module built");
+    let envoy = Envoy::start(
+        &bootstrap,
+        &EnvoyOptions {
+            concurrency: 2,
+            ..EnvoyOptions::default()
+        },
+    )
+    .expect("envoy starts");
     (upstream, envoy)
 }
 
@@ -20,7 +29,12 @@ fn status(envoy: &Envoy, request: Request) -> u16 {
 }
 
 /// Sends `total` requests from `connections` concurrent clients; returns the statuses.
-fn burst(envoy: &Envoy, total: usize, connections: usize, request: impl Fn(usize) -> Request + Sync) -> Vec<u16> {
+fn burst(
+    envoy: &Envoy,
+    total: usize,
+    connections: usize,
+    request: impl Fn(usize) -> Request + Sync,
+) -> Vec<u16> {
     let port = envoy.port();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
@@ -38,7 +52,10 @@ fn burst(envoy: &Envoy, total: usize, connections: usize, request: impl Fn(usize
                 })
             })
             .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("worker"))
+            .collect()
     })
 }
 
@@ -53,27 +70,50 @@ fn exact_under_concurrency(limit: &str) {
     let (upstream, envoy) = start(&config);
     let statuses = burst(&envoy, 5 * CAPACITY, 16, |_| Request::get("/"));
     assert_eq!(statuses.len(), 5 * CAPACITY);
-    assert_eq!(count(&statuses, 200), CAPACITY, "exactly the capacity is admitted: {statuses:?}");
+    assert_eq!(
+        count(&statuses, 200),
+        CAPACITY,
+        "exactly the capacity is admitted: {statuses:?}"
+    );
     assert_eq!(count(&statuses, 429), 4 * CAPACITY);
-    assert_eq!(upstream.hits(), CAPACITY, "only admitted requests reach the upstream");
-    assert_eq!(envoy.counter("wasmcustom.meshward.ratelimit.rule.burst.allowed"), CAPACITY as u64);
-    assert_eq!(envoy.counter("wasmcustom.meshward.ratelimit.rule.burst.limited"), 4 * CAPACITY as u64);
-    assert_eq!(envoy.counter("wasmcustom.meshward.ratelimit.rule.burst.store_errors"), 0);
+    assert_eq!(
+        upstream.hits(),
+        CAPACITY,
+        "only admitted requests reach the upstream"
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.meshward.ratelimit.rule.burst.allowed"),
+        CAPACITY as u64
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.meshward.ratelimit.rule.burst.limited"),
+        4 * CAPACITY as u64
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.meshward.ratelimit.rule.burst.store_errors"),
+        0
+    );
 }
 
 #[test]
 fn token_bucket_admits_exactly_its_capacity_across_workers() {
-    exact_under_concurrency(&format!(r#"{{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":{CAPACITY}}}"#));
+    exact_under_concurrency(&format!(
+        r#"{{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":{CAPACITY}}}"#
+    ));
 }
 
 #[test]
 fn gcra_admits_exactly_its_burst_across_workers() {
-    exact_under_concurrency(&format!(r#"{{"algorithm":"gcra","requests":1,"per":"1h","burst":{CAPACITY}}}"#));
+    exact_under_concurrency(&format!(
+        r#"{{"algorithm":"gcra","requests":1,"per":"1h","burst":{CAPACITY}}}"#
+    ));
 }
 
 #[test]
 fn sliding_window_admits_exactly_its_limit_across_workers() {
-    exact_under_concurrency(&format!(r#"{{"algorithm":"slidingWindow","requests":{CAPACITY},"per":"1h"}}"#));
+    exact_under_concurrency(&format!(
+        r#"{{"algorithm":"slidingWindow","requests":{CAPACITY},"per":"1h"}}"#
+    ));
 }
 
 #[test]
@@ -82,7 +122,9 @@ fn client_addresses_have_separate_budgets() {
         r#"{"rules":[{"name":"per-ip","key":[{"type":"clientAddress"}],"limit":{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":2}}]}"#,
     );
     for ip in ["127.0.0.2", "127.0.0.3"] {
-        let seen: Vec<u16> = (0..3).map(|_| status(&envoy, Request::get("/").from_ip(ip))).collect();
+        let seen: Vec<u16> = (0..3)
+            .map(|_| status(&envoy, Request::get("/").from_ip(ip)))
+            .collect();
         assert_eq!(seen, [200, 200, 429], "client {ip}");
     }
 }
@@ -93,7 +135,8 @@ fn forwarded_for_addresses_have_separate_budgets() {
         r#"{"rules":[{"name":"per-xff","key":[{"type":"clientAddress","source":"xForwardedFor","trustedHops":1}],"limit":{"algorithm":"gcra","requests":1,"per":"1h","burst":1}}]}"#,
     );
     // One trusted proxy appended the last entry; the client is the one before it.
-    let from = |client: &str| Request::get("/").header("x-forwarded-for", &format!("{client}, 10.0.0.9"));
+    let from =
+        |client: &str| Request::get("/").header("x-forwarded-for", &format!("{client}, 10.0.0.9"));
     assert_eq!(status(&envoy, from("203.0.113.1")), 200);
     assert_eq!(status(&envoy, from("203.0.113.1")), 429);
     assert_eq!(status(&envoy, from("203.0.113.2")), 200);
@@ -122,12 +165,26 @@ fn a_rule_scoped_to_one_path_does_not_touch_others() {
     assert_eq!(status(&envoy, Request::post("/login", b"{}")), 200);
     assert_eq!(status(&envoy, Request::post("/login", b"{}")), 429);
     for _ in 0..10 {
-        assert_eq!(status(&envoy, Request::get("/login")), 200, "GET is not matched");
-        assert_eq!(status(&envoy, Request::post("/login/help", b"")), 200, "exact path only");
+        assert_eq!(
+            status(&envoy, Request::get("/login")),
+            200,
+            "GET is not matched"
+        );
+        assert_eq!(
+            status(&envoy, Request::post("/login/help", b"")),
+            200,
+            "exact path only"
+        );
         assert_eq!(status(&envoy, Request::get("/other")), 200);
     }
-    assert_eq!(envoy.counter("wasmcustom.meshward.ratelimit.rule.login.allowed"), 1);
-    assert_eq!(envoy.counter("wasmcustom.meshward.ratelimit.rule.login.limited"), 1);
+    assert_eq!(
+        envoy.counter("wasmcustom.meshward.ratelimit.rule.login.allowed"),
+        1
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.meshward.ratelimit.rule.login.limited"),
+        1
+    );
     assert_eq!(upstream.hits(), 31);
 }
 
@@ -139,25 +196,45 @@ fn shadow_rules_never_return_429_but_move_their_metric() {
     let statuses = burst(&envoy, 20, 4, |_| Request::get("/"));
     assert_eq!(count(&statuses, 200), 20);
     assert_eq!(upstream.hits(), 20);
-    assert_eq!(envoy.counter("wasmcustom.meshward.ratelimit.rule.dry-run.allowed"), 2);
-    assert_eq!(envoy.counter("wasmcustom.meshward.ratelimit.rule.dry-run.shadow_limited"), 18);
-    assert_eq!(envoy.counter("wasmcustom.meshward.ratelimit.rule.dry-run.limited"), 0);
+    assert_eq!(
+        envoy.counter("wasmcustom.meshward.ratelimit.rule.dry-run.allowed"),
+        2
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.meshward.ratelimit.rule.dry-run.shadow_limited"),
+        18
+    );
+    assert_eq!(
+        envoy.counter("wasmcustom.meshward.ratelimit.rule.dry-run.limited"),
+        0
+    );
     let prometheus = envoy.prometheus().unwrap();
-    let value = meshward_e2e::stats::prometheus_value(&prometheus, r#"meshward_ratelimit_rule_shadow_limited{meshward_rule="dry-run"}"#);
+    let value = meshward_e2e::stats::prometheus_value(
+        &prometheus,
+        r#"meshward_ratelimit_rule_shadow_limited{meshward_rule="dry-run"}"#,
+    );
     assert_eq!(value, Some(18.0), "tagged Prometheus series:\n{prometheus}");
     let reply = send(&envoy, Request::get("/"));
-    assert_eq!(reply.header("ratelimit"), None, "shadow rules are not advertised");
+    assert_eq!(
+        reply.header("ratelimit"),
+        None,
+        "shadow rules are not advertised"
+    );
 }
 
 fn sf_list(value: &str) -> sfv::List {
-    sfv::Parser::new(value).parse::<sfv::List>().unwrap_or_else(|e| panic!("{value:?} is not an RFC 9651 list: {e}"))
+    sfv::Parser::new(value)
+        .parse::<sfv::List>()
+        .unwrap_or_else(|e| panic!("{value:?} is not an RFC 9651 list: {e}"))
 }
 
 /// (policy name, parameter values by key) for each list member.
 fn members(list: &sfv::List) -> Vec<(String, std::collections::BTreeMap<String, i64>)> {
     list.iter()
         .map(|member| {
-            let sfv::ListEntry::Item(item) = member else { panic!("inner lists are not expected: {member:?}") };
+            let sfv::ListEntry::Item(item) = member else {
+                panic!("inner lists are not expected: {member:?}")
+            };
             let name = match &item.bare_item {
                 sfv::BareItem::String(s) => s.as_str().to_string(),
                 other => panic!("policy name must be an sf-string, got {other:?}"),
@@ -166,7 +243,9 @@ fn members(list: &sfv::List) -> Vec<(String, std::collections::BTreeMap<String, 
                 .params
                 .iter()
                 .map(|(key, value)| {
-                    let sfv::BareItem::Integer(n) = value else { panic!("{key} must be an integer, got {value:?}") };
+                    let sfv::BareItem::Integer(n) = value else {
+                        panic!("{key} must be an integer, got {value:?}")
+                    };
                     (key.as_str().to_string(), i64::from(*n))
                 })
                 .collect();
@@ -185,7 +264,11 @@ fn ratelimit_fields_parse_with_an_independent_structured_field_parser() {
     );
     let first = send(&envoy, Request::get("/"));
     assert_eq!(first.status, 200);
-    let policy = members(&sf_list(first.header("ratelimit-policy").expect("policy on allowed responses")));
+    let policy = members(&sf_list(
+        first
+            .header("ratelimit-policy")
+            .expect("policy on allowed responses"),
+    ));
     assert_eq!(policy.len(), 2);
     assert_eq!(policy[0].0, "per-minute");
     assert_eq!((policy[0].1["q"], policy[0].1["w"]), (3, 60));
@@ -194,7 +277,10 @@ fn ratelimit_fields_parse_with_an_independent_structured_field_parser() {
     let state = members(&sf_list(first.header("ratelimit").unwrap()));
     assert_eq!(state[0].0, "per-minute");
     assert_eq!(state[0].1["r"], 2);
-    assert!((1..=20).contains(&state[0].1["t"]), "20 s refill one token: {state:?}");
+    assert!(
+        (1..=20).contains(&state[0].1["t"]),
+        "20 s refill one token: {state:?}"
+    );
     assert_eq!(state[1].1["r"], 99);
     assert!(first.header("retry-after").is_none());
 
@@ -205,10 +291,23 @@ fn ratelimit_fields_parse_with_an_independent_structured_field_parser() {
     let state = members(&sf_list(limited.header("ratelimit").unwrap()));
     assert_eq!(state[0].1["r"], 0);
     assert!((59..=60).contains(&state[0].1["t"]), "{state:?}");
-    assert_eq!(state[1].1["r"], 96, "every matching rule is charged, also on the limited request");
-    let retry_after: i64 = limited.header("retry-after").unwrap().parse().expect("delay-seconds");
-    assert!((19..=20).contains(&retry_after), "one token per 20 s: {retry_after}");
-    assert_eq!(limited.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        state[1].1["r"], 96,
+        "every matching rule is charged, also on the limited request"
+    );
+    let retry_after: i64 = limited
+        .header("retry-after")
+        .unwrap()
+        .parse()
+        .expect("delay-seconds");
+    assert!(
+        (19..=20).contains(&retry_after),
+        "one token per 20 s: {retry_after}"
+    );
+    assert_eq!(
+        limited.header("content-type"),
+        Some("application/problem+json")
+    );
     let problem = limited.json().unwrap();
     assert_eq!(problem["status"], 429);
     assert_eq!(problem["title"], "Too Many Requests");
@@ -234,19 +333,36 @@ fn legacy_headers_when_configured() {
 fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path() {
     let upstream = RecordingUpstream::start().unwrap();
     let cases = [
-        (r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"soon"}}]}"#, "rules[0].limit.per:"),
-        (r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"},"shdow":true}]}"#, "rules[0].shdow: unknown field"),
-        (r#"{"rules":[{"name":"r","limit":{"algorithm":"leaky","requests":1,"per":"1s"}}]}"#, "rules[0].limit.algorithm: unknown variant `leaky`"),
+        (
+            r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"soon"}}]}"#,
+            "rules[0].limit.per:",
+        ),
+        (
+            r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"},"shdow":true}]}"#,
+            "rules[0].shdow: unknown field",
+        ),
+        (
+            r#"{"rules":[{"name":"r","limit":{"algorithm":"leaky","requests":1,"per":"1s"}}]}"#,
+            "rules[0].limit.algorithm: unknown variant `leaky`",
+        ),
         ("not json", "(root):"),
     ];
     for (config, expected) in cases {
-        let bootstrap = Bootstrap::new(upstream.port()).meshward_filter("meshward_ratelimit", config).unwrap();
+        let bootstrap = Bootstrap::new(upstream.port())
+            .meshward_filter("meshward_ratelimit", config)
+            .unwrap();
         let err = match Envoy::start(&bootstrap, &EnvoyOptions::default()) {
             Ok(_) => panic!("Envoy accepted {config}"),
             Err(err) => err,
         };
-        assert!(err.contains(expected), "expected {expected:?} in Envoy's log:\n{err}");
-        assert!(err.contains("Unable to create Wasm plugin meshward_ratelimit"), "Envoy must refuse the plugin:\n{err}");
+        assert!(
+            err.contains(expected),
+            "expected {expected:?} in Envoy's log:\n{err}"
+        );
+        assert!(
+            err.contains("Unable to create Wasm plugin meshward_ratelimit"),
+            "Envoy must refuse the plugin:\n{err}"
+        );
     }
 }
 
@@ -256,13 +372,20 @@ fn memory_stays_bounded_when_100k_distinct_keys_arrive() {
         r#"{"maxKeys":1000,"rules":[{"name":"flood","key":[{"type":"header","name":"x-client"}],"limit":{"algorithm":"tokenBucket","requests":10,"per":"1m"}}]}"#,
     );
     // Warm up allocator pools and connection handling before the baseline.
-    burst(&envoy, 2_000, 8, |i| Request::get("/").header("x-client", &format!("warm-{i}")));
+    burst(&envoy, 2_000, 8, |i| {
+        Request::get("/").header("x-client", &format!("warm-{i}"))
+    });
     let before = envoy.allocated_bytes().unwrap();
-    let statuses = burst(&envoy, 100_000, 8, |i| Request::get("/").header("x-client", &format!("client-{i}")));
+    let statuses = burst(&envoy, 100_000, 8, |i| {
+        Request::get("/").header("x-client", &format!("client-{i}"))
+    });
     let after = envoy.allocated_bytes().unwrap();
     assert_eq!(count(&statuses, 200), 100_000, "every new key has budget");
     let evictions = envoy.counter("wasmcustom.meshward.ratelimit.rule.flood.evictions");
-    assert!(evictions >= 100_000 - 1_000, "at most 1000 keys are kept; evictions: {evictions}");
+    assert!(
+        evictions >= 100_000 - 1_000,
+        "at most 1000 keys are kept; evictions: {evictions}"
+    );
     let growth = after.saturating_sub(before);
     eprintln!("Envoy heap: {before} → {after} bytes (+{growth}) over 100,000 distinct keys; evictions {evictions}");
     // One shared-data key per client would add well over 10 MB here.

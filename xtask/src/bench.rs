@@ -33,10 +33,17 @@ fn parse_args(args: &[String]) -> Result<(u64, usize), String> {
     let mut it = args.iter();
     match it.next().map(String::as_str) {
         Some("ratelimit") => {}
-        other => return Err(format!("usage: cargo xtask bench ratelimit [--seconds N] [--rounds N] (got {other:?})")),
+        other => {
+            return Err(format!(
+                "usage: cargo xtask bench ratelimit [--seconds N] [--rounds N] (got {other:?})"
+            ))
+        }
     }
     while let Some(flag) = it.next() {
-        let value = it.next().and_then(|v| v.parse::<u64>().ok()).ok_or(format!("{flag} needs a number"))?;
+        let value = it
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or(format!("{flag} needs a number"))?;
         match flag.as_str() {
             "--seconds" => seconds = value.max(1),
             "--rounds" => rounds = usize::try_from(value.max(1)).unwrap_or(3),
@@ -56,20 +63,40 @@ pub fn run(args: &[String]) -> Result<(), String> {
     setup::require_debian_tool("wrk", "wrk")?;
     setup::require_debian_tool("taskset", "util-linux")?;
     build_wasm::run()?;
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if cpus < 2 {
-        println!("warning: {cpus} CPU available; Envoy and wrk will share it and figures will be noisy");
+        println!(
+            "warning: {cpus} CPU available; Envoy and wrk will share it and figures will be noisy"
+        );
     }
-    let options = EnvoyOptions { concurrency: 1, log_level: "warn".into(), pin_cpus: Some("0".into()) };
+    let options = EnvoyOptions {
+        concurrency: 1,
+        log_level: "warn".into(),
+        pin_cpus: Some("0".into()),
+    };
     let base = Bootstrap::new(1).direct_response();
     let start = |name: &'static str, bootstrap: Bootstrap| -> Result<Scenario, String> {
         println!("starting Envoy for {name}");
-        Ok(Scenario { name, envoy: Envoy::start(&bootstrap, &options)?, samples: Vec::new() })
+        Ok(Scenario {
+            name,
+            envoy: Envoy::start(&bootstrap, &options)?,
+            samples: Vec::new(),
+        })
     };
     let mut scenarios = vec![
         start("bare Envoy", base.clone())?,
-        start("native local_ratelimit", base.clone().http_filter(native_local_ratelimit(1_000_000_000, 1_000_000_000, "1s")))?,
-        start("meshward ratelimit", base.clone().meshward_filter("meshward_ratelimit", MESHWARD_CONFIG)?)?,
+        start(
+            "native local_ratelimit",
+            base.clone()
+                .http_filter(native_local_ratelimit(1_000_000_000, 1_000_000_000, "1s")),
+        )?,
+        start(
+            "meshward ratelimit",
+            base.clone()
+                .meshward_filter("meshward_ratelimit", MESHWARD_CONFIG)?,
+        )?,
     ];
     println!("\nwarm-up (2 s each)");
     for scenario in &scenarios {
@@ -87,7 +114,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let allowed = scenarios
         .last()
-        .map(|s| s.envoy.counter("wasmcustom.meshward.ratelimit.rule.bench.allowed"))
+        .map(|s| {
+            s.envoy
+                .counter("wasmcustom.meshward.ratelimit.rule.bench.allowed")
+        })
         .unwrap_or(0);
     let report = report(&scenarios, seconds, rounds, allowed);
     println!("\n{report}");
@@ -101,13 +131,26 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 fn wrk(port: u16, seconds: u64) -> Result<Sample, String> {
     let out = Command::new("taskset")
-        .args(["-c", "1", "wrk", "-t1", "-c", CONNECTIONS, "-d", &format!("{seconds}s"), "--latency"])
+        .args([
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            "-c",
+            CONNECTIONS,
+            "-d",
+            &format!("{seconds}s"),
+            "--latency",
+        ])
         .arg(format!("http://127.0.0.1:{port}/"))
         .output()
         .map_err(|e| format!("run wrk: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(format!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     parse_wrk(&text).ok_or_else(|| format!("could not read wrk's output:\n{text}"))
 }
@@ -148,10 +191,15 @@ fn median(values: &mut [f64]) -> f64 {
 fn report(scenarios: &[Scenario], seconds: u64, rounds: usize, meshward_allowed: u64) -> String {
     let stat = |s: &Scenario, f: fn(&Sample) -> f64| {
         let mut values: Vec<f64> = s.samples.iter().map(f).collect();
-        let (min, max) = values.iter().fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        let (min, max) = values
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
         (median(&mut values), min, max)
     };
-    let bare_rps = scenarios.first().map(|s| stat(s, |x| x.rps).0).unwrap_or(0.0);
+    let bare_rps = scenarios
+        .first()
+        .map(|s| stat(s, |x| x.rps).0)
+        .unwrap_or(0.0);
     let mut out = format!(
         "## Rate-limit filter benchmark\n\nEnvoy {} with 1 worker pinned to CPU 0, direct response; wrk -t1 -c{CONNECTIONS} pinned to CPU 1; \
          {rounds} interleaved rounds of {seconds} s; median (min–max).\n\n\
@@ -163,7 +211,11 @@ fn report(scenarios: &[Scenario], seconds: u64, rounds: usize, meshward_allowed:
         let p50 = stat(scenario, |x| x.p50_us);
         let p99 = stat(scenario, |x| x.p99_us);
         // Envoy is CPU-bound on one core, so 1/rps is CPU time per request.
-        let added = if rps.0 > 0.0 && bare_rps > 0.0 { 1e6 / rps.0 - 1e6 / bare_rps } else { 0.0 };
+        let added = if rps.0 > 0.0 && bare_rps > 0.0 {
+            1e6 / rps.0 - 1e6 / bare_rps
+        } else {
+            0.0
+        };
         out.push_str(&format!(
             "| {} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2} | {:.1} |\n",
             scenario.name,
@@ -174,7 +226,11 @@ fn report(scenarios: &[Scenario], seconds: u64, rounds: usize, meshward_allowed:
             added
         ));
     }
-    let non_2xx: u64 = scenarios.iter().flat_map(|s| s.samples.iter()).map(|s| s.non_2xx).sum();
+    let non_2xx: u64 = scenarios
+        .iter()
+        .flat_map(|s| s.samples.iter())
+        .map(|s| s.non_2xx)
+        .sum();
     out.push_str(&format!(
         "\nNon-2xx responses across all runs: {non_2xx} (the limits are set so nothing is limited). \
          Meshward `allowed` counter: {meshward_allowed}.\n"

@@ -20,7 +20,9 @@ pub fn run() -> Result<Vec<PathBuf>, String> {
     let mut modules = Vec::new();
     println!("\nwasm modules in {}:", out_dir.display());
     for (_, module) in FILTERS {
-        let built = root().join("target/wasm32-wasip1/release").join(format!("{module}.wasm"));
+        let built = root()
+            .join("target/wasm32-wasip1/release")
+            .join(format!("{module}.wasm"));
         let target = out_dir.join(format!("{module}.wasm"));
         std::fs::copy(&built, &target).map_err(|e| format!("copy {}: {e}", built.display()))?;
         let size = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);

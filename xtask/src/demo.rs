@@ -12,28 +12,9 @@ use std::time::{Duration, Instant};
 use crate::run::root;
 use crate::{build_wasm, setup};
 
-pub const CONFIG: &str = "examples/envoy/ratelimit-demo.yaml";
-const LISTENER: u16 = 10000;
-const ADMIN: u16 = 9901;
-const UPSTREAM: &str = "127.0.0.1:18080";
-
-pub const CURL_LINES: &str = r#"
-# 1. Token bucket per client address on /hello (burst 5, then 1 every 10 s): 200s turn into 429s
-for i in $(seq 1 7); do curl -s -o /dev/null -w "%{http_code}\n" http://127.0.0.1:10000/hello; done
-
-# 2. A limited reply: problem+json body, Retry-After, RateLimit and RateLimit-Policy
-curl -i http://127.0.0.1:10000/hello
-
-# 3. Sliding window per API key on /api/ (3 per minute): alice is limited, bob is not, /hello's bucket is untouched
-for i in 1 2 3 4; do curl -s -o /dev/null -w "alice %{http_code}\n" -H 'x-api-key: alice' http://127.0.0.1:10000/api/orders; done
-curl -s -o /dev/null -w "bob %{http_code}\n" -H 'x-api-key: bob' http://127.0.0.1:10000/api/orders
-
-# 4. Shadow rule on /login: never 429, but its shadow_limited counter moves
-for i in 1 2 3 4; do curl -s -o /dev/null -w "%{http_code}\n" http://127.0.0.1:10000/login; done
-
-# 5. The filter's metrics, as Prometheus scrapes them
-curl -s http://127.0.0.1:9901/stats/prometheus | grep '^meshward_'
-"#;
+use meshward_e2e::demo::{
+    ADMIN_PORT as ADMIN, CONFIG, CURL_LINES, LISTENER_PORT as LISTENER, UPSTREAM_PORT,
+};
 
 fn ensure_free(port: u16) -> Result<(), String> {
     TcpListener::bind(("127.0.0.1", port)).map(drop).map_err(|e| {
@@ -46,34 +27,58 @@ pub fn run() -> Result<(), String> {
     build_wasm::run()?;
     ensure_free(LISTENER)?;
     ensure_free(ADMIN)?;
-    let upstream = meshward_e2e::RecordingUpstream::start_on(UPSTREAM)
-        .map_err(|e| format!("{e}; is port 18080 busy (another demo?)"))?;
-    println!("\necho upstream listening on {UPSTREAM}");
+    let upstream = meshward_e2e::RecordingUpstream::start_on(&format!("127.0.0.1:{UPSTREAM_PORT}"))
+        .map_err(|e| format!("{e}; is port {UPSTREAM_PORT} busy (another demo?)"))?;
+    println!("\necho upstream listening on 127.0.0.1:{UPSTREAM_PORT}");
 
     let log_path = root().join("target/demo-envoy.log");
     let mut envoy = Command::new(setup::venv_bin("envoy"))
         .current_dir(root())
-        .args(["-c", CONFIG, "--concurrency", "2", "-l", "info", "--log-path"])
+        .args([
+            "-c",
+            CONFIG,
+            "--concurrency",
+            "2",
+            "-l",
+            "info",
+            "--log-path",
+        ])
         .arg(&log_path)
         .stdin(Stdio::null())
         // Own process group: Ctrl-C reaches only xtask, which then stops Envoy in order.
         .process_group(0)
         .spawn()
         .map_err(|e| format!("start Envoy: {e}"))?;
-    println!("Envoy starting: .venv/bin/envoy -c {CONFIG} --concurrency 2 (log: {})", log_path.display());
+    println!(
+        "Envoy starting: .venv/bin/envoy -c {CONFIG} --concurrency 2 (log: {})",
+        log_path.display()
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).map_err(|e| format!("install Ctrl-C handler: {e}"))?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| format!("install Ctrl-C handler: {e}"))?;
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(Some(status)) = envoy.try_wait() {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-            return Err(format!("Envoy exited ({status}). Last log lines:\n{}", tail.join("\n")));
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(format!(
+                "Envoy exited ({status}). Last log lines:\n{}",
+                tail.join("\n")
+            ));
         }
-        let ready = meshward_e2e::Request::get("/ready").send(ADMIN).is_ok_and(|r| r.status == 200);
+        let ready = meshward_e2e::Request::get("/ready")
+            .send(ADMIN)
+            .is_ok_and(|r| r.status == 200);
         if ready {
             break;
         }
@@ -90,7 +95,10 @@ pub fn run() -> Result<(), String> {
     while !stop.load(Ordering::SeqCst) {
         if let Ok(Some(status)) = envoy.try_wait() {
             drop(upstream);
-            return Err(format!("Envoy exited unexpectedly ({status}); see {}", log_path.display()));
+            return Err(format!(
+                "Envoy exited unexpectedly ({status}); see {}",
+                log_path.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -28,20 +28,27 @@ fn describe(command: &Command) -> String {
 pub fn step(title: &str, command: &mut Command) -> Result<(), String> {
     println!("\n==> {title}\n    $ {}", describe(command));
     let started = Instant::now();
-    let status = command.status().map_err(|e| format!("{title}: cannot run {}: {e}", describe(command)))?;
+    let status = command
+        .status()
+        .map_err(|e| format!("{title}: cannot run {}: {e}", describe(command)))?;
     let took = started.elapsed().as_secs_f64();
     if status.success() {
         println!("    ok ({took:.1}s)");
         Ok(())
     } else {
-        Err(format!("{title} failed ({status}) after {took:.1}s: {}", describe(command)))
+        Err(format!(
+            "{title} failed ({status}) after {took:.1}s: {}",
+            describe(command)
+        ))
     }
 }
 
 /// Runs a command and returns its stdout, or None when it cannot run or fails.
 pub fn output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Prepends the project's tool folders to PATH (node from .venv when installed there).

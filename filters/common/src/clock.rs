@@ -19,7 +19,9 @@ pub struct FakeClock {
 
 impl FakeClock {
     pub fn at_nanos(nanos: u64) -> Self {
-        Self { nanos: AtomicU64::new(nanos) }
+        Self {
+            nanos: AtomicU64::new(nanos),
+        }
     }
 
     pub fn at_seconds(seconds: u64) -> Self {

@@ -13,7 +13,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -38,9 +41,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
         let path = if path == "." { String::new() } else { path };
         ConfigError::new(path, strip_serde_position(&err.inner().to_string()))
     })?;
-    deserializer
-        .end()
-        .map_err(|err| ConfigError::new("", format!("trailing characters after the JSON document: {err}")))?;
+    deserializer.end().map_err(|err| {
+        ConfigError::new(
+            "",
+            format!("trailing characters after the JSON document: {err}"),
+        )
+    })?;
     Ok(parsed)
 }
 
@@ -116,7 +122,11 @@ mod tests {
     fn unknown_fields_are_errors_with_their_path() {
         let err = parse_json::<Doc>(br#"{"items":[{"count":1,"cuont":2}]}"#).unwrap_err();
         assert_eq!(err.path, "items[0].cuont");
-        assert!(err.message.contains("unknown field `cuont`"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `cuont`"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

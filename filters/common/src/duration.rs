@@ -1,7 +1,8 @@
 //! Durations written as strings in filter configuration (`"250ms"`, `"1m"`, `"1h30m"`),
 //! per the project convention.
 
-pub const UNITS_HELP: &str = "a duration such as \"250ms\", \"10s\", \"1m\", \"1h30m\" (units: ns, us, ms, s, m, h, d)";
+pub const UNITS_HELP: &str =
+    "a duration such as \"250ms\", \"10s\", \"1m\", \"1h30m\" (units: ns, us, ms, s, m, h, d)";
 
 /// Parses a duration into nanoseconds. Rejects empty strings, missing units, unknown
 /// units, zero and overflow.
@@ -13,12 +14,16 @@ pub fn parse_duration_nanos(text: &str) -> Result<u64, String> {
     let mut total: u64 = 0;
     let mut rest = trimmed;
     while !rest.is_empty() {
-        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let (digits, after_digits) = rest.split_at(digits_end);
         if digits.is_empty() {
             return Err(format!("expected {UNITS_HELP}, got {text:?}"));
         }
-        let unit_end = after_digits.find(|c: char| c.is_ascii_digit()).unwrap_or(after_digits.len());
+        let unit_end = after_digits
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after_digits.len());
         let (unit, after_unit) = after_digits.split_at(unit_end);
         let per_unit: u64 = match unit {
             "ns" => 1,
@@ -29,7 +34,11 @@ pub fn parse_duration_nanos(text: &str) -> Result<u64, String> {
             "h" => 3_600_000_000_000,
             "d" => 86_400_000_000_000,
             "" => return Err(format!("{text:?} has no unit; expected {UNITS_HELP}")),
-            other => return Err(format!("unknown unit {other:?} in {text:?}; expected {UNITS_HELP}")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?}; expected {UNITS_HELP}"
+                ))
+            }
         };
         let amount: u64 = digits
             .parse()
@@ -60,7 +69,10 @@ pub fn format_duration_nanos(nanos: u64) -> String {
     UNITS
         .iter()
         .find(|(size, _)| nanos % size == 0 && nanos > 0)
-        .map_or_else(|| "0s".to_owned(), |(size, unit)| format!("{}{unit}", nanos / size))
+        .map_or_else(
+            || "0s".to_owned(),
+            |(size, unit)| format!("{}{unit}", nanos / size),
+        )
 }
 
 #[cfg(test)]
@@ -89,11 +101,22 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_duration() {
-        for bad in ["", "10", "s", "10x", "-1s", "0s", "1.5s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "10x",
+            "-1s",
+            "0s",
+            "1.5s",
+            "99999999999999999999d",
+        ] {
             let err = parse_duration_nanos(bad).expect_err(bad);
             assert!(!err.is_empty(), "{bad}");
         }
         assert!(parse_duration_nanos("10").unwrap_err().contains("no unit"));
-        assert!(parse_duration_nanos("10x").unwrap_err().contains("unknown unit \"x\""));
+        assert!(parse_duration_nanos("10x")
+            .unwrap_err()
+            .contains("unknown unit \"x\""));
     }
 }

@@ -20,4 +20,3 @@ pub mod problem;
 pub mod request;
 pub mod sf;
 pub mod store;
-

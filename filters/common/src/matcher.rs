@@ -73,7 +73,10 @@ impl StringMatcher {
             (None, Some(value), None) => Ok(Some(StringMatcher::Prefix(value.clone()))),
             (None, None, Some(pattern)) => Regex::new(&format!("^(?:{pattern})$"))
                 .map(|regex| Some(StringMatcher::Regex(regex)))
-                .map_err(|err| path.field("regex").error(format!("invalid regular expression: {err}"))),
+                .map_err(|err| {
+                    path.field("regex")
+                        .error(format!("invalid regular expression: {err}"))
+                }),
             _ => Err(path.error("give only one of `exact`, `prefix` or `regex`")),
         }
     }
@@ -113,14 +116,18 @@ impl RequestMatchConfig {
         let path_matcher = match &self.path {
             Some(config) => {
                 let at = path.field("path");
-                let matcher = StringMatcher::compile(&config.exact, &config.prefix, &config.regex, &at)?;
+                let matcher =
+                    StringMatcher::compile(&config.exact, &config.prefix, &config.regex, &at)?;
                 Some(matcher.ok_or_else(|| at.error("give one of `exact`, `prefix` or `regex`"))?)
             }
             None => None,
         };
         for (i, method) in self.methods.iter().enumerate() {
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
-                return Err(path.field("methods").index(i).error(format!("{method:?} is not an HTTP method")));
+                return Err(path
+                    .field("methods")
+                    .index(i)
+                    .error(format!("{method:?} is not an HTTP method")));
             }
         }
         let headers = self
@@ -129,7 +136,12 @@ impl RequestMatchConfig {
             .enumerate()
             .map(|(i, header)| header.compile(&path.field("headers").index(i)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RequestMatcher { hosts, path: path_matcher, methods: self.methods.clone(), headers })
+        Ok(RequestMatcher {
+            hosts,
+            path: path_matcher,
+            methods: self.methods.clone(),
+            headers,
+        })
     }
 }
 
@@ -141,7 +153,11 @@ impl HeaderMatchConfig {
         if !must_be_present && value.is_some() {
             return Err(path.error("`present: false` cannot be combined with a value match"));
         }
-        Ok(HeaderCondition { name, must_be_present, value })
+        Ok(HeaderCondition {
+            name,
+            must_be_present,
+            value,
+        })
     }
 }
 
@@ -162,12 +178,16 @@ fn compile_host(host: &str, path: &JsonPath) -> Result<HostPattern, ConfigError>
     }
     if let Some(suffix) = host.strip_prefix("*.") {
         if suffix.is_empty() || suffix.contains('*') {
-            return Err(path.error(format!("{host:?}: a wildcard must look like \"*.example.com\"")));
+            return Err(path.error(format!(
+                "{host:?}: a wildcard must look like \"*.example.com\""
+            )));
         }
         return Ok(HostPattern::Suffix(format!(".{suffix}")));
     }
     if host.is_empty() || host.contains('*') || host.contains('/') {
-        return Err(path.error(format!("{host:?} is not a host name; use \"api.example.com\", \"*.example.com\" or \"*\"")));
+        return Err(path.error(format!(
+            "{host:?} is not a host name; use \"api.example.com\", \"*.example.com\" or \"*\""
+        )));
     }
     Ok(HostPattern::Exact(host))
 }
@@ -180,22 +200,34 @@ impl RequestMatcher {
 
     pub fn matches(&self, request: &RequestHead) -> bool {
         self.host_matches(request)
-            && self.path.as_ref().is_none_or(|m| request.path().is_some_and(|p| m.matches(p)))
+            && self
+                .path
+                .as_ref()
+                .is_none_or(|m| request.path().is_some_and(|p| m.matches(p)))
             && (self.methods.is_empty()
-                || request.method().is_some_and(|method| self.methods.iter().any(|m| m == method)))
-            && self.headers.iter().all(|condition| condition.matches(request))
+                || request
+                    .method()
+                    .is_some_and(|method| self.methods.iter().any(|m| m == method)))
+            && self
+                .headers
+                .iter()
+                .all(|condition| condition.matches(request))
     }
 
     fn host_matches(&self, request: &RequestHead) -> bool {
         if self.hosts.is_empty() {
             return true;
         }
-        let Some(host) = request.host() else { return false };
+        let Some(host) = request.host() else {
+            return false;
+        };
         let host = host.to_ascii_lowercase();
         self.hosts.iter().any(|pattern| match pattern {
             HostPattern::Any => true,
             HostPattern::Exact(exact) => &host == exact,
-            HostPattern::Suffix(suffix) => host.ends_with(suffix.as_str()) && host.len() > suffix.len(),
+            HostPattern::Suffix(suffix) => {
+                host.ends_with(suffix.as_str()) && host.len() > suffix.len()
+            }
         })
     }
 }
@@ -251,7 +283,10 @@ mod tests {
         assert!(!prefix.matches(&request("GET", "/apix", "a", &[])));
         let regex = compile(r#"{"path":{"regex":"/users/[0-9]+"}}"#).unwrap();
         assert!(regex.matches(&request("GET", "/users/42", "a", &[])));
-        assert!(!regex.matches(&request("GET", "/users/42/x", "a", &[])), "regex must match the whole path");
+        assert!(
+            !regex.matches(&request("GET", "/users/42/x", "a", &[])),
+            "regex must match the whole path"
+        );
     }
 
     #[test]
@@ -262,10 +297,25 @@ mod tests {
         .unwrap();
         let hit = request("POST", "/", "api.example.com:443", &[("x-tier", "free")]);
         assert!(m.matches(&hit));
-        assert!(!m.matches(&request("GET", "/", "api.example.com", &[("x-tier", "free")])));
+        assert!(!m.matches(&request(
+            "GET",
+            "/",
+            "api.example.com",
+            &[("x-tier", "free")]
+        )));
         assert!(!m.matches(&request("POST", "/", "example.com", &[("x-tier", "free")])));
-        assert!(!m.matches(&request("POST", "/", "api.example.com", &[("x-tier", "gold")])));
-        assert!(!m.matches(&request("POST", "/", "api.example.com", &[("x-tier", "free"), ("x-internal", "1")])));
+        assert!(!m.matches(&request(
+            "POST",
+            "/",
+            "api.example.com",
+            &[("x-tier", "gold")]
+        )));
+        assert!(!m.matches(&request(
+            "POST",
+            "/",
+            "api.example.com",
+            &[("x-tier", "free"), ("x-internal", "1")]
+        )));
     }
 
     #[test]

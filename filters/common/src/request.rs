@@ -13,7 +13,10 @@ impl RequestHead {
     /// `headers` as Envoy hands them over (lowercase names); `source_address` is the
     /// downstream peer (`ip:port` or bare ip), when the caller fetched it.
     pub fn new(headers: Vec<(String, String)>, source_address: Option<String>) -> Self {
-        Self { headers, source_address }
+        Self {
+            headers,
+            source_address,
+        }
     }
 
     /// First value of a header; `name` must be lowercase.
@@ -38,12 +41,15 @@ impl RequestHead {
 
     /// `:authority` without a port (IPv6 literals keep their brackets).
     pub fn host(&self) -> Option<&str> {
-        self.header(":authority").or_else(|| self.header("host")).map(strip_port)
+        self.header(":authority")
+            .or_else(|| self.header("host"))
+            .map(strip_port)
     }
 
     /// `:path` without the query string.
     pub fn path(&self) -> Option<&str> {
-        self.header(":path").map(|full| full.split_once('?').map_or(full, |(path, _)| path))
+        self.header(":path")
+            .map(|full| full.split_once('?').map_or(full, |(path, _)| path))
     }
 
     /// First value of a query parameter, as sent (not percent-decoded).
@@ -74,9 +80,14 @@ impl RequestHead {
 
 fn strip_port(authority: &str) -> &str {
     if authority.starts_with('[') {
-        return authority.find(']').and_then(|end| authority.get(..=end)).unwrap_or(authority);
+        return authority
+            .find(']')
+            .and_then(|end| authority.get(..=end))
+            .unwrap_or(authority);
     }
-    authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
 }
 
 /// `1.2.3.4:80` → `1.2.3.4`, `[::1]:80` → `::1`, bare addresses unchanged.
@@ -100,14 +111,21 @@ mod tests {
 
     fn head(pairs: &[(&str, &str)]) -> RequestHead {
         RequestHead::new(
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             Some("10.0.0.7:5555".into()),
         )
     }
 
     #[test]
     fn reads_pseudo_headers_and_strips_query_and_port() {
-        let req = head(&[(":method", "GET"), (":path", "/a/b?x=1&y=2"), (":authority", "api.example.com:8080")]);
+        let req = head(&[
+            (":method", "GET"),
+            (":path", "/a/b?x=1&y=2"),
+            (":authority", "api.example.com:8080"),
+        ]);
         assert_eq!(req.method(), Some("GET"));
         assert_eq!(req.path(), Some("/a/b"));
         assert_eq!(req.host(), Some("api.example.com"));

@@ -22,7 +22,10 @@ pub struct Item {
 
 impl Item {
     pub fn new(value: BareItem) -> Self {
-        Self { value, params: Vec::new() }
+        Self {
+            value,
+            params: Vec::new(),
+        }
     }
 
     pub fn param(mut self, key: &'static str, value: BareItem) -> Self {
@@ -84,7 +87,9 @@ fn serialize_string(s: &str, out: &mut String) {
 /// Whether `s` is a valid sf-token (RFC 9651 §3.3.4), for validating configured names.
 pub fn is_token(s: &str) -> bool {
     let mut bytes = s.bytes();
-    let Some(first) = bytes.next() else { return false };
+    let Some(first) = bytes.next() else {
+        return false;
+    };
     (first.is_ascii_alphabetic() || first == b'*')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
 }
@@ -110,7 +115,10 @@ mod tests {
     #[test]
     fn strings_are_escaped_and_kept_ascii() {
         let mut out = String::new();
-        serialize_item(&Item::new(BareItem::String("a\"b\\c\u{e9}".into())), &mut out);
+        serialize_item(
+            &Item::new(BareItem::String("a\"b\\c\u{e9}".into())),
+            &mut out,
+        );
         assert_eq!(out, r#""a\"b\\c?""#);
     }
 

@@ -61,14 +61,23 @@ impl InMemoryStore {
 
     /// Number of keys ever written (Envoy never frees keys, so neither does this).
     pub fn key_count(&self) -> usize {
-        self.inner.lock().map(|inner| inner.entries.len()).unwrap_or(0)
+        self.inner
+            .lock()
+            .map(|inner| inner.entries.len())
+            .unwrap_or(0)
     }
 
     /// Total bytes held in keys and values.
     pub fn byte_count(&self) -> usize {
         self.inner
             .lock()
-            .map(|inner| inner.entries.iter().map(|(k, (v, _))| k.len() + v.len()).sum())
+            .map(|inner| {
+                inner
+                    .entries
+                    .iter()
+                    .map(|(k, (v, _))| k.len() + v.len())
+                    .sum()
+            })
             .unwrap_or(0)
     }
 }
@@ -79,10 +88,10 @@ impl SharedStore for InMemoryStore {
             .inner
             .lock()
             .map_err(|_| StoreError::Unavailable("in-memory store lock poisoned".into()))?;
-        Ok(inner
-            .entries
-            .get(key)
-            .map(|(value, cas)| Versioned { value: value.clone(), cas: *cas }))
+        Ok(inner.entries.get(key).map(|(value, cas)| Versioned {
+            value: value.clone(),
+            cas: *cas,
+        }))
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
@@ -97,7 +106,9 @@ impl SharedStore for InMemoryStore {
         }
         inner.next_cas = inner.next_cas.wrapping_add(1).max(1);
         let token = inner.next_cas;
-        inner.entries.insert(key.to_owned(), (value.to_vec(), token));
+        inner
+            .entries
+            .insert(key.to_owned(), (value.to_vec(), token));
         Ok(())
     }
 }
@@ -116,8 +127,14 @@ mod tests {
         let first = store.get("k").unwrap().expect("value present after set");
         assert_eq!(first.value, b"1");
         assert_eq!(store.set("k", b"2", Some(first.cas)), Ok(()));
-        assert_eq!(store.set("k", b"3", Some(first.cas)), Err(StoreError::CasMismatch));
-        assert_eq!(store.get("k").ok().flatten().map(|v| v.value), Some(b"2".to_vec()));
+        assert_eq!(
+            store.set("k", b"3", Some(first.cas)),
+            Err(StoreError::CasMismatch)
+        );
+        assert_eq!(
+            store.get("k").ok().flatten().map(|v| v.value),
+            Some(b"2".to_vec())
+        );
     }
 
     #[test]

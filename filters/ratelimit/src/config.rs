@@ -50,7 +50,12 @@ pub struct RuleConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
 pub enum KeyPartConfig {
     ClientAddress {
         #[serde(default)]
@@ -128,7 +133,11 @@ fn yes() -> bool {
 
 impl Default for ResponseHeadersConfig {
     fn default() -> Self {
-        Self { rate_limit: true, legacy: false, on_allowed: false }
+        Self {
+            rate_limit: true,
+            legacy: false,
+            on_allowed: false,
+        }
     }
 }
 
@@ -165,20 +174,39 @@ impl RateLimitConfig {
             return Err(root.field("rules").error("at least one rule is required"));
         }
         if self.rules.len() > MAX_RULES {
-            return Err(root.field("rules").error(format!("at most {MAX_RULES} rules are supported")));
+            return Err(root
+                .field("rules")
+                .error(format!("at most {MAX_RULES} rules are supported")));
         }
-        let default_max_keys = validate_max_keys(self.max_keys.unwrap_or(DEFAULT_MAX_KEYS), &root.field("maxKeys"))?;
+        let default_max_keys = validate_max_keys(
+            self.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
+            &root.field("maxKeys"),
+        )?;
         let mut rules = Vec::with_capacity(self.rules.len());
         for (index, rule) in self.rules.iter().enumerate() {
             let path = root.field("rules").index(index);
-            if let Some(previous) = self.rules.iter().take(index).position(|other| other.name == rule.name) {
-                return Err(path.field("name").error(format!("duplicate rule name {:?} (also rules[{previous}])", rule.name)));
+            if let Some(previous) = self
+                .rules
+                .iter()
+                .take(index)
+                .position(|other| other.name == rule.name)
+            {
+                return Err(path.field("name").error(format!(
+                    "duplicate rule name {:?} (also rules[{previous}])",
+                    rule.name
+                )));
             }
             rules.push(rule.compile(&path, default_max_keys)?);
         }
-        let sweep_interval_nanos = parse_duration_nanos(self.sweep_interval.as_deref().unwrap_or(DEFAULT_SWEEP_INTERVAL))
-            .map_err(|err| root.field("sweepInterval").error(err))?;
-        let needs_source_address = rules.iter().any(|rule| rule.key.iter().any(KeyPart::needs_source_address));
+        let sweep_interval_nanos = parse_duration_nanos(
+            self.sweep_interval
+                .as_deref()
+                .unwrap_or(DEFAULT_SWEEP_INTERVAL),
+        )
+        .map_err(|err| root.field("sweepInterval").error(err))?;
+        let needs_source_address = rules
+            .iter()
+            .any(|rule| rule.key.iter().any(KeyPart::needs_source_address));
         Ok(CompiledConfig {
             rules,
             response_headers: self.response_headers,
@@ -200,7 +228,10 @@ impl RuleConfig {
     fn compile(&self, path: &JsonPath, default_max_keys: u32) -> Result<CompiledRule, ConfigError> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
-            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !name_ok {
             return Err(path.field("name").error(format!(
                 "{:?} is not a valid rule name: use 1-64 letters, digits, '-' or '_' (it becomes part of metric names)",
@@ -241,37 +272,52 @@ impl KeyPartConfig {
             }
         };
         Ok(match self {
-            KeyPartConfig::ClientAddress { source: AddressSource::Connection, trusted_hops } => {
+            KeyPartConfig::ClientAddress {
+                source: AddressSource::Connection,
+                trusted_hops,
+            } => {
                 if *trusted_hops != 0 {
-                    return Err(path.field("trustedHops").error("only applies with \"source\": \"xForwardedFor\""));
+                    return Err(path
+                        .field("trustedHops")
+                        .error("only applies with \"source\": \"xForwardedFor\""));
                 }
                 KeyPart::ConnectionAddress
             }
-            KeyPartConfig::ClientAddress { source: AddressSource::XForwardedFor, trusted_hops } => {
-                KeyPart::ForwardedFor { trusted_hops: *trusted_hops }
-            }
+            KeyPartConfig::ClientAddress {
+                source: AddressSource::XForwardedFor,
+                trusted_hops,
+            } => KeyPart::ForwardedFor {
+                trusted_hops: *trusted_hops,
+            },
             KeyPartConfig::Header { name, default } => KeyPart::Header {
                 name: validate_header_name(name, &path.field("name"))?,
                 default: default.clone(),
             },
             KeyPartConfig::Path => KeyPart::Path,
             KeyPartConfig::Method => KeyPart::Method,
-            KeyPartConfig::QueryParameter { name, default } => {
-                KeyPart::QueryParameter { name: non_empty(name)?, default: default.clone() }
-            }
-            KeyPartConfig::Cookie { name, default } => KeyPart::Cookie { name: non_empty(name)?, default: default.clone() },
+            KeyPartConfig::QueryParameter { name, default } => KeyPart::QueryParameter {
+                name: non_empty(name)?,
+                default: default.clone(),
+            },
+            KeyPartConfig::Cookie { name, default } => KeyPart::Cookie {
+                name: non_empty(name)?,
+                default: default.clone(),
+            },
         })
     }
 }
 
 impl LimitConfig {
     fn compile(&self, path: &JsonPath) -> Result<Limit, ConfigError> {
-        let per_nanos = parse_duration_nanos(&self.per).map_err(|err| path.field("per").error(err))?;
+        let per_nanos =
+            parse_duration_nanos(&self.per).map_err(|err| path.field("per").error(err))?;
         if per_nanos < MIN_WINDOW_NANOS {
             return Err(path.field("per").error("must be at least 1ms"));
         }
         if self.requests == 0 || self.requests > 1_000_000_000 {
-            return Err(path.field("requests").error(format!("expected 1 to 1000000000, got {}", self.requests)));
+            return Err(path
+                .field("requests")
+                .error(format!("expected 1 to 1000000000, got {}", self.requests)));
         }
         let algorithm = match self.algorithm {
             AlgorithmName::TokenBucket => Algorithm::TokenBucket,
@@ -280,7 +326,9 @@ impl LimitConfig {
         };
         let burst = match (algorithm, self.burst) {
             (Algorithm::SlidingWindow, Some(_)) => {
-                return Err(path.field("burst").error("a sliding window has no burst; use tokenBucket or gcra"));
+                return Err(path
+                    .field("burst")
+                    .error("a sliding window has no burst; use tokenBucket or gcra"));
             }
             (_, Some(0)) => return Err(path.field("burst").error("must be at least 1")),
             (_, Some(burst)) if burst > 1_000_000_000 => {
@@ -289,7 +337,12 @@ impl LimitConfig {
             (_, Some(burst)) => burst,
             (_, None) => self.requests,
         };
-        Ok(Limit { algorithm, requests: self.requests, per_nanos, burst })
+        Ok(Limit {
+            algorithm,
+            requests: self.requests,
+            per_nanos,
+            burst,
+        })
     }
 }
 
@@ -304,13 +357,22 @@ mod tests {
         parse(json.as_bytes()).expect_err("config should be rejected")
     }
 
-    const MINIMAL: &str = r#"{"rules":[{"name":"r","limit":{"algorithm":"tokenBucket","requests":10,"per":"1s"}}]}"#;
+    const MINIMAL: &str =
+        r#"{"rules":[{"name":"r","limit":{"algorithm":"tokenBucket","requests":10,"per":"1s"}}]}"#;
 
     #[test]
     fn minimal_config_gets_documented_defaults() {
         let config = parse(MINIMAL.as_bytes()).unwrap();
         let rule = &config.rules[0];
-        assert_eq!(rule.limit, Limit { algorithm: Algorithm::TokenBucket, requests: 10, per_nanos: 1_000_000_000, burst: 10 });
+        assert_eq!(
+            rule.limit,
+            Limit {
+                algorithm: Algorithm::TokenBucket,
+                requests: 10,
+                per_nanos: 1_000_000_000,
+                burst: 10
+            }
+        );
         assert_eq!(rule.failure_mode, FailureMode::Allow);
         assert!(!rule.shadow);
         assert_eq!(rule.table.pages(), DEFAULT_MAX_KEYS.div_ceil(8));
@@ -343,7 +405,13 @@ mod tests {
         .unwrap();
         let rule = &config.rules[0];
         assert_eq!(rule.key.len(), 6);
-        assert_eq!(rule.key[1], KeyPart::Header { name: "x-api-key".into(), default: Some("anonymous".into()) });
+        assert_eq!(
+            rule.key[1],
+            KeyPart::Header {
+                name: "x-api-key".into(),
+                default: Some("anonymous".into())
+            }
+        );
         assert_eq!(rule.table.pages(), 63);
         assert!(config.needs_source_address);
         assert_eq!(config.sweep_interval_nanos, 5_000_000_000);
@@ -353,19 +421,58 @@ mod tests {
     fn errors_name_the_json_path() {
         let cases = [
             (r#"{"rules":[]}"#, "rules"),
-            (r#"{"rules":[{"name":"r","limit":{"algorithm":"tokenBucket","requests":10,"per":"soon"}}]}"#, "rules[0].limit.per"),
-            (r#"{"rules":[{"name":"r","limit":{"algorithm":"leaky","requests":10,"per":"1s"}}]}"#, "rules[0].limit.algorithm"),
-            (r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":0,"per":"1s"}}]}"#, "rules[0].limit.requests"),
-            (r#"{"rules":[{"name":"r","limit":{"algorithm":"slidingWindow","requests":1,"per":"1s","burst":5}}]}"#, "rules[0].limit.burst"),
-            (r#"{"rules":[{"name":"a b","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#, "rules[0].name"),
-            (r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}},{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#, "rules[1].name"),
-            (r#"{"rules":[{"name":"r","key":[{"type":"header","name":""}],"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#, "rules[0].key[0].name"),
-            (r#"{"rules":[{"name":"r","key":[{"type":"ip"}],"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#, "rules[0].key[0].type"),
-            (r#"{"rules":[{"name":"r","key":[{"type":"header","name":"x","nmae":"y"}],"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#, "rules[0].key[0]"),
-            (r#"{"rules":[{"name":"r","match":{"path":{"regex":"("}},"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#, "rules[0].match.path.regex"),
-            (r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"},"maxKeys":0}]}"#, "rules[0].maxKeys"),
-            (r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"},"colour":"red"}]}"#, "rules[0].colour"),
-            (r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}],"sweepInterval":"0s"}"#, "sweepInterval"),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"tokenBucket","requests":10,"per":"soon"}}]}"#,
+                "rules[0].limit.per",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"leaky","requests":10,"per":"1s"}}]}"#,
+                "rules[0].limit.algorithm",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":0,"per":"1s"}}]}"#,
+                "rules[0].limit.requests",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"slidingWindow","requests":1,"per":"1s","burst":5}}]}"#,
+                "rules[0].limit.burst",
+            ),
+            (
+                r#"{"rules":[{"name":"a b","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
+                "rules[0].name",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}},{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
+                "rules[1].name",
+            ),
+            (
+                r#"{"rules":[{"name":"r","key":[{"type":"header","name":""}],"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
+                "rules[0].key[0].name",
+            ),
+            (
+                r#"{"rules":[{"name":"r","key":[{"type":"ip"}],"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
+                "rules[0].key[0].type",
+            ),
+            (
+                r#"{"rules":[{"name":"r","key":[{"type":"header","name":"x","nmae":"y"}],"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
+                "rules[0].key[0]",
+            ),
+            (
+                r#"{"rules":[{"name":"r","match":{"path":{"regex":"("}},"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
+                "rules[0].match.path.regex",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"},"maxKeys":0}]}"#,
+                "rules[0].maxKeys",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"},"colour":"red"}]}"#,
+                "rules[0].colour",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}],"sweepInterval":"0s"}"#,
+                "sweepInterval",
+            ),
         ];
         for (json, path) in cases {
             let err = error_of(json);
@@ -376,14 +483,21 @@ mod tests {
 
     #[test]
     fn unknown_field_in_a_key_part_is_named() {
-        let err = error_of(r#"{"rules":[{"name":"r","key":[{"type":"header","name":"x","nmae":"y"}],"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#);
+        let err = error_of(
+            r#"{"rules":[{"name":"r","key":[{"type":"header","name":"x","nmae":"y"}],"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
+        );
         assert!(err.message.contains("unknown field `nmae`"), "{err}");
     }
 
     #[test]
     fn unknown_algorithm_lists_the_choices() {
-        let err = error_of(r#"{"rules":[{"name":"r","limit":{"algorithm":"leaky","requests":10,"per":"1s"}}]}"#);
-        assert!(err.message.contains("tokenBucket") && err.message.contains("gcra"), "{err}");
+        let err = error_of(
+            r#"{"rules":[{"name":"r","limit":{"algorithm":"leaky","requests":10,"per":"1s"}}]}"#,
+        );
+        assert!(
+            err.message.contains("tokenBucket") && err.message.contains("gcra"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -59,10 +59,11 @@ impl Context for RateLimitRoot {}
 
 impl RootContext for RateLimitRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = proxy_wasm::hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes =
+            proxy_wasm::hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
         let config = match config::parse(&bytes) {
             Ok(config) => config,
             Err(err) => {
@@ -72,13 +73,23 @@ impl RootContext for RateLimitRoot {
         };
         for rule in &config.rules {
             if let Err(err) = rule.table.prepare(&HostSharedData) {
-                log::error(&format!("meshward ratelimit: rule {:?}: cannot create its key table: {err}", rule.name));
+                log::error(&format!(
+                    "meshward ratelimit: rule {:?}: cannot create its key table: {err}",
+                    rule.name
+                ));
                 return false;
             }
         }
-        let metrics = config.rules.iter().map(|rule| RuleMetrics::define(&rule.name)).collect();
+        let metrics = config
+            .rules
+            .iter()
+            .map(|rule| RuleMetrics::define(&rule.name))
+            .collect();
         let tick = Duration::from_nanos(config.sweep_interval_nanos);
-        log::info(&format!("meshward ratelimit: configured {} rule(s)", config.rules.len()));
+        log::info(&format!(
+            "meshward ratelimit: configured {} rule(s)",
+            config.rules.len()
+        ));
         self.runtime = Some(Rc::new(Runtime { config, metrics }));
         let _ = proxy_wasm::hostcalls::set_tick_period(tick);
         true
@@ -88,8 +99,17 @@ impl RootContext for RateLimitRoot {
         let Some(runtime) = &self.runtime else { return };
         let now = HostClock.now_nanos();
         for rule in &runtime.config.rules {
-            if let Err(err) = rule.table.sweep(&HostSharedData, &rule.limit, now, self.sweep_cursor, SWEEP_PAGES_PER_TICK) {
-                log::warn(&format!("meshward ratelimit: rule {:?}: sweep failed: {err}", rule.name));
+            if let Err(err) = rule.table.sweep(
+                &HostSharedData,
+                &rule.limit,
+                now,
+                self.sweep_cursor,
+                SWEEP_PAGES_PER_TICK,
+            ) {
+                log::warn(&format!(
+                    "meshward ratelimit: rule {:?}: sweep failed: {err}",
+                    rule.name
+                ));
             }
         }
         self.sweep_cursor = self.sweep_cursor.wrapping_add(SWEEP_PAGES_PER_TICK);
@@ -97,7 +117,10 @@ impl RootContext for RateLimitRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never None: the SDK traps on None. Without a runtime requests pass through.
-        Some(Box::new(RateLimitHttp { runtime: self.runtime.clone(), allowed_fields: Vec::new() }))
+        Some(Box::new(RateLimitHttp {
+            runtime: self.runtime.clone(),
+            allowed_fields: Vec::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -115,17 +138,24 @@ impl Context for RateLimitHttp {}
 
 impl HttpContext for RateLimitHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(runtime) = self.runtime.clone() else { return Action::Continue };
+        let Some(runtime) = self.runtime.clone() else {
+            return Action::Continue;
+        };
         let config = &runtime.config;
         let request = read_request_head(config.needs_source_address);
         let decision = limiter::evaluate(config, &request, &HostSharedData, HostClock.now_nanos());
         record(&runtime, &decision);
         if decision.is_limited(config) {
             let fields = headers::response_fields(config, &decision, true);
-            let mut reply: Vec<(&str, &str)> = fields.iter().map(|(name, value)| (*name, value.as_str())).collect();
+            let mut reply: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(name, value)| (*name, value.as_str()))
+                .collect();
             reply.push(("content-type", problem::CONTENT_TYPE));
             let body = headers::problem(config, &decision).to_json();
-            if let Err(status) = proxy_wasm::hostcalls::send_http_response(429, reply, Some(body.as_bytes())) {
+            if let Err(status) =
+                proxy_wasm::hostcalls::send_http_response(429, reply, Some(body.as_bytes()))
+            {
                 log::error(&format!("meshward ratelimit: could not send the 429 reply ({status:?}); letting the request through"));
                 return Action::Continue;
             }
@@ -139,7 +169,11 @@ impl HttpContext for RateLimitHttp {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         for (name, value) in self.allowed_fields.drain(..) {
-            let _ = proxy_wasm::hostcalls::set_map_value(proxy_wasm::types::MapType::HttpResponseHeaders, name, Some(&value));
+            let _ = proxy_wasm::hostcalls::set_map_value(
+                proxy_wasm::types::MapType::HttpResponseHeaders,
+                name,
+                Some(&value),
+            );
         }
         Action::Continue
     }
@@ -149,7 +183,10 @@ impl HttpContext for RateLimitHttp {
 fn record(runtime: &Runtime, decision: &Decision) {
     let debug = log::debug_enabled();
     for evaluation in &decision.evaluations {
-        let (Some(rule), Some(metrics)) = (runtime.config.rules.get(evaluation.rule), runtime.metrics.get(evaluation.rule)) else {
+        let (Some(rule), Some(metrics)) = (
+            runtime.config.rules.get(evaluation.rule),
+            runtime.metrics.get(evaluation.rule),
+        ) else {
             continue;
         };
         if evaluation.evicted {
@@ -161,8 +198,15 @@ fn record(runtime: &Runtime, decision: &Decision) {
             Outcome::Limited(_) => metrics.limited.increment(),
             Outcome::StoreFailed { error, allowed } => {
                 metrics.store_errors.increment();
-                let action = if *allowed { "allowing (failureMode: allow)" } else { "denying (failureMode: deny)" };
-                log::warn(&format!("meshward ratelimit: rule {:?}: {error}; {action}", rule.name));
+                let action = if *allowed {
+                    "allowing (failureMode: allow)"
+                } else {
+                    "denying (failureMode: deny)"
+                };
+                log::warn(&format!(
+                    "meshward ratelimit: rule {:?}: {error}; {action}",
+                    rule.name
+                ));
             }
         }
         if debug {

@@ -22,12 +22,21 @@ fn saturating_i64(value: u64) -> i64 {
 
 /// Header fields to send with the response. `limited` selects the 429 set
 /// (`Retry-After` included).
-pub fn response_fields(config: &CompiledConfig, decision: &Decision, limited: bool) -> Vec<(&'static str, String)> {
+pub fn response_fields(
+    config: &CompiledConfig,
+    decision: &Decision,
+    limited: bool,
+) -> Vec<(&'static str, String)> {
     let mut fields = Vec::new();
     let reported: Vec<(&Evaluation, &crate::config::CompiledRule)> = decision
         .enforced(config)
         .filter(|evaluation| evaluation.verdict().is_some())
-        .filter_map(|evaluation| config.rules.get(evaluation.rule).map(|rule| (evaluation, rule)))
+        .filter_map(|evaluation| {
+            config
+                .rules
+                .get(evaluation.rule)
+                .map(|rule| (evaluation, rule))
+        })
         .collect();
     let headers = &config.response_headers;
     if headers.rate_limit && !reported.is_empty() {
@@ -58,15 +67,26 @@ pub fn response_fields(config: &CompiledConfig, decision: &Decision, limited: bo
         let tightest = reported
             .iter()
             .filter_map(|(evaluation, rule)| evaluation.verdict().map(|verdict| (verdict, rule)))
-            .min_by_key(|(verdict, _)| (verdict.remaining, std::cmp::Reverse(verdict.retry_after_nanos)));
+            .min_by_key(|(verdict, _)| {
+                (
+                    verdict.remaining,
+                    std::cmp::Reverse(verdict.retry_after_nanos),
+                )
+            });
         if let Some((verdict, rule)) = tightest {
             fields.push(("x-ratelimit-limit", rule.limit.requests.to_string()));
             fields.push(("x-ratelimit-remaining", verdict.remaining.to_string()));
-            fields.push(("x-ratelimit-reset", seconds_ceil(verdict.reset_nanos).to_string()));
+            fields.push((
+                "x-ratelimit-reset",
+                seconds_ceil(verdict.reset_nanos).to_string(),
+            ));
         }
     }
     if limited {
-        fields.push(("retry-after", retry_after_seconds(config, decision).to_string()));
+        fields.push((
+            "retry-after",
+            retry_after_seconds(config, decision).to_string(),
+        ));
     }
     fields
 }
@@ -76,7 +96,11 @@ pub fn retry_after_seconds(config: &CompiledConfig, decision: &Decision) -> i64 
     decision
         .enforced(config)
         .filter(|evaluation| evaluation.denies())
-        .filter_map(|evaluation| evaluation.verdict().map(|verdict| verdict.retry_after_nanos))
+        .filter_map(|evaluation| {
+            evaluation
+                .verdict()
+                .map(|verdict| verdict.retry_after_nanos)
+        })
         .max()
         .map_or(1, seconds_ceil)
         .max(1)
@@ -88,7 +112,12 @@ pub fn problem(config: &CompiledConfig, decision: &Decision) -> Problem {
     let detail = decision
         .enforced(config)
         .find(|evaluation| evaluation.denies())
-        .and_then(|evaluation| config.rules.get(evaluation.rule).map(|rule| (evaluation, rule)))
+        .and_then(|evaluation| {
+            config
+                .rules
+                .get(evaluation.rule)
+                .map(|rule| (evaluation, rule))
+        })
         .map(|(evaluation, rule)| match evaluation.verdict() {
             Some(_) => format!(
                 "rate limit \"{}\" exceeded ({} request{} per {}); retry after {} s",
@@ -98,10 +127,18 @@ pub fn problem(config: &CompiledConfig, decision: &Decision) -> Problem {
                 format_duration_nanos(rule.limit.per_nanos),
                 retry
             ),
-            None => format!("rate limit \"{}\" could not be checked and fails closed; retry after {} s", rule.name, retry),
+            None => format!(
+                "rate limit \"{}\" could not be checked and fails closed; retry after {} s",
+                rule.name, retry
+            ),
         })
         .unwrap_or_else(|| "rate limit exceeded".to_owned());
-    Problem { type_uri: PROBLEM_TYPE.to_owned(), title: "Too Many Requests".to_owned(), status: 429, detail }
+    Problem {
+        type_uri: PROBLEM_TYPE.to_owned(),
+        title: "Too Many Requests".to_owned(),
+        status: 429,
+        detail,
+    }
 }
 
 #[cfg(test)]
@@ -117,7 +154,10 @@ mod tests {
     use meshward_filter_common::store::InMemoryStore;
 
     fn field<'a>(fields: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
-        fields.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str())
+        fields
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
     }
 
     #[test]
@@ -136,15 +176,25 @@ mod tests {
         let decision = evaluate(&config, &request, &store, T0);
         assert!(decision.is_limited(&config));
         let fields = response_fields(&config, &decision, true);
-        assert_eq!(field(&fields, "ratelimit-policy"), Some(r#""per-minute";q=2;w=60"#), "shadow rules are not advertised");
-        assert_eq!(field(&fields, "ratelimit"), Some(r#""per-minute";r=0;t=60"#));
+        assert_eq!(
+            field(&fields, "ratelimit-policy"),
+            Some(r#""per-minute";q=2;w=60"#),
+            "shadow rules are not advertised"
+        );
+        assert_eq!(
+            field(&fields, "ratelimit"),
+            Some(r#""per-minute";r=0;t=60"#)
+        );
         assert_eq!(field(&fields, "retry-after"), Some("30"));
         assert_eq!(field(&fields, "x-ratelimit-limit"), Some("2"));
         assert_eq!(field(&fields, "x-ratelimit-remaining"), Some("0"));
         assert_eq!(field(&fields, "x-ratelimit-reset"), Some("60"));
         let body = problem(&config, &decision);
         assert_eq!(body.status, 429);
-        assert_eq!(body.detail, "rate limit \"per-minute\" exceeded (2 requests per 1m); retry after 30 s");
+        assert_eq!(
+            body.detail,
+            "rate limit \"per-minute\" exceeded (2 requests per 1m); retry after 30 s"
+        );
     }
 
     #[test]

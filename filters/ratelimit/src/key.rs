@@ -16,27 +16,45 @@ pub enum KeyPart {
     /// proxies in front of this one (Envoy's `xff_num_trusted_hops` semantics: the
     /// entry `trusted_hops` places from the right). Falls back to the connection
     /// address when the header has too few entries.
-    ForwardedFor { trusted_hops: u32 },
-    Header { name: String, default: Option<String> },
+    ForwardedFor {
+        trusted_hops: u32,
+    },
+    Header {
+        name: String,
+        default: Option<String>,
+    },
     Path,
     Method,
-    QueryParameter { name: String, default: Option<String> },
-    Cookie { name: String, default: Option<String> },
+    QueryParameter {
+        name: String,
+        default: Option<String>,
+    },
+    Cookie {
+        name: String,
+        default: Option<String>,
+    },
 }
 
 impl KeyPart {
     pub fn needs_source_address(&self) -> bool {
-        matches!(self, KeyPart::ConnectionAddress | KeyPart::ForwardedFor { .. })
+        matches!(
+            self,
+            KeyPart::ConnectionAddress | KeyPart::ForwardedFor { .. }
+        )
     }
 
     fn value<'a>(&'a self, request: &'a RequestHead) -> Option<&'a str> {
         match self {
             KeyPart::ConnectionAddress => request.source_ip(),
-            KeyPart::ForwardedFor { trusted_hops } => forwarded_client(request, *trusted_hops).or_else(|| request.source_ip()),
+            KeyPart::ForwardedFor { trusted_hops } => {
+                forwarded_client(request, *trusted_hops).or_else(|| request.source_ip())
+            }
             KeyPart::Header { name, default } => request.header(name).or(default.as_deref()),
             KeyPart::Path => request.path(),
             KeyPart::Method => request.method(),
-            KeyPart::QueryParameter { name, default } => request.query_parameter(name).or(default.as_deref()),
+            KeyPart::QueryParameter { name, default } => {
+                request.query_parameter(name).or(default.as_deref())
+            }
             KeyPart::Cookie { name, default } => request.cookie(name).or(default.as_deref()),
         }
     }
@@ -92,35 +110,60 @@ mod tests {
 
     fn request(headers: &[(&str, &str)], source: Option<&str>) -> RequestHead {
         RequestHead::new(
-            headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             source.map(str::to_string),
         )
     }
 
     #[test]
     fn forwarded_for_honours_trusted_hops() {
-        let req = request(&[("x-forwarded-for", "203.0.113.9, 10.0.0.1"), ("x-forwarded-for", "10.0.0.2")], Some("10.0.0.3:1234"));
+        let req = request(
+            &[
+                ("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+                ("x-forwarded-for", "10.0.0.2"),
+            ],
+            Some("10.0.0.3:1234"),
+        );
         assert_eq!(forwarded_client(&req, 0), Some("10.0.0.2"));
         assert_eq!(forwarded_client(&req, 2), Some("203.0.113.9"));
         assert_eq!(forwarded_client(&req, 3), None);
         let part = KeyPart::ForwardedFor { trusted_hops: 3 };
-        assert_eq!(part.value(&req), Some("10.0.0.3"), "too few entries falls back to the peer");
+        assert_eq!(
+            part.value(&req),
+            Some("10.0.0.3"),
+            "too few entries falls back to the peer"
+        );
     }
 
     #[test]
     fn missing_part_without_default_means_no_key() {
         let req = request(&[(":path", "/a")], None);
-        let parts = [KeyPart::Header { name: "x-api-key".into(), default: None }];
+        let parts = [KeyPart::Header {
+            name: "x-api-key".into(),
+            default: None,
+        }];
         assert!(resolve(&parts, &req).is_none());
-        let parts = [KeyPart::Header { name: "x-api-key".into(), default: Some("anonymous".into()) }];
+        let parts = [KeyPart::Header {
+            name: "x-api-key".into(),
+            default: Some("anonymous".into()),
+        }];
         assert_eq!(resolve(&parts, &req).unwrap().display, "anonymous");
     }
 
     #[test]
     fn digests_separate_keys_and_part_boundaries() {
         let parts = [
-            KeyPart::Header { name: "a".into(), default: None },
-            KeyPart::Header { name: "b".into(), default: None },
+            KeyPart::Header {
+                name: "a".into(),
+                default: None,
+            },
+            KeyPart::Header {
+                name: "b".into(),
+                default: None,
+            },
         ];
         let one = resolve(&parts, &request(&[("a", "ab"), ("b", "c")], None)).unwrap();
         let two = resolve(&parts, &request(&[("a", "a"), ("b", "bc")], None)).unwrap();

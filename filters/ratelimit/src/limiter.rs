@@ -2,10 +2,10 @@
 //! can be built is charged, shadow rules included; the request is limited when any
 //! enforced rule says so (or its store failed with `failureMode: deny`).
 
+use crate::algorithm::Verdict;
 use crate::config::{CompiledConfig, FailureMode};
 use crate::key;
 use crate::table::ChargeError;
-use crate::algorithm::Verdict;
 use meshward_filter_common::request::RequestHead;
 use meshward_filter_common::store::SharedStore;
 
@@ -14,7 +14,10 @@ pub enum Outcome {
     Allowed(Verdict),
     Limited(Verdict),
     /// State could not be read or written; `failureMode` decided.
-    StoreFailed { error: String, allowed: bool },
+    StoreFailed {
+        error: String,
+        allowed: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +39,10 @@ impl Evaluation {
     }
 
     pub fn denies(&self) -> bool {
-        matches!(self.outcome, Outcome::Limited(_) | Outcome::StoreFailed { allowed: false, .. })
+        matches!(
+            self.outcome,
+            Outcome::Limited(_) | Outcome::StoreFailed { allowed: false, .. }
+        )
     }
 }
 
@@ -52,14 +58,25 @@ impl Decision {
     }
 
     /// Evaluations of non-shadow rules.
-    pub fn enforced<'a>(&'a self, config: &'a CompiledConfig) -> impl Iterator<Item = &'a Evaluation> + 'a {
-        self.evaluations
-            .iter()
-            .filter(|evaluation| config.rules.get(evaluation.rule).is_some_and(|rule| !rule.shadow))
+    pub fn enforced<'a>(
+        &'a self,
+        config: &'a CompiledConfig,
+    ) -> impl Iterator<Item = &'a Evaluation> + 'a {
+        self.evaluations.iter().filter(|evaluation| {
+            config
+                .rules
+                .get(evaluation.rule)
+                .is_some_and(|rule| !rule.shadow)
+        })
     }
 }
 
-pub fn evaluate(config: &CompiledConfig, request: &RequestHead, store: &dyn SharedStore, now: u64) -> Decision {
+pub fn evaluate(
+    config: &CompiledConfig,
+    request: &RequestHead,
+    store: &dyn SharedStore,
+    now: u64,
+) -> Decision {
     let mut evaluations = Vec::new();
     for (index, rule) in config.rules.iter().enumerate() {
         if !rule.matcher.matches(request) {
@@ -68,18 +85,34 @@ pub fn evaluate(config: &CompiledConfig, request: &RequestHead, store: &dyn Shar
         let Some(resolved) = key::resolve(&rule.key, request) else {
             continue;
         };
-        let (outcome, evicted) = match rule.table.charge(store, &resolved.digest, &rule.limit, now, config.cas_retries) {
-            Ok(charge) if charge.verdict.allowed => (Outcome::Allowed(charge.verdict), charge.evicted),
+        let (outcome, evicted) = match rule.table.charge(
+            store,
+            &resolved.digest,
+            &rule.limit,
+            now,
+            config.cas_retries,
+        ) {
+            Ok(charge) if charge.verdict.allowed => {
+                (Outcome::Allowed(charge.verdict), charge.evicted)
+            }
             Ok(charge) => (Outcome::Limited(charge.verdict), charge.evicted),
             Err(err) => (store_failure(&err, rule.failure_mode), false),
         };
-        evaluations.push(Evaluation { rule: index, outcome, evicted, key: resolved.display });
+        evaluations.push(Evaluation {
+            rule: index,
+            outcome,
+            evicted,
+            key: resolved.display,
+        });
     }
     Decision { evaluations }
 }
 
 fn store_failure(err: &ChargeError, mode: FailureMode) -> Outcome {
-    Outcome::StoreFailed { error: err.to_string(), allowed: mode == FailureMode::Allow }
+    Outcome::StoreFailed {
+        error: err.to_string(),
+        allowed: mode == FailureMode::Allow,
+    }
 }
 
 #[cfg(test)]
@@ -93,7 +126,10 @@ mod tests {
     use meshward_filter_common::store::{InMemoryStore, StoreError, Versioned};
 
     fn request(path: &str, headers: &[(&str, &str)]) -> RequestHead {
-        let mut pairs = vec![(":method".to_string(), "GET".to_string()), (":path".to_string(), path.to_string())];
+        let mut pairs = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), path.to_string()),
+        ];
         pairs.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         RequestHead::new(pairs, Some("192.0.2.1:4000".into()))
     }
@@ -112,13 +148,16 @@ mod tests {
         let (config, store) = prepared(
             r#"{"rules":[{"name":"login","match":{"path":{"exact":"/login"}},"limit":{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":2}}]}"#,
         );
-        let limited = |path: &str| evaluate(&config, &request(path, &[]), &store, T0).is_limited(&config);
+        let limited =
+            |path: &str| evaluate(&config, &request(path, &[]), &store, T0).is_limited(&config);
         assert!(!limited("/login"));
         assert!(!limited("/login"));
         assert!(limited("/login"));
         for _ in 0..10 {
             assert!(!limited("/other"));
-            assert!(evaluate(&config, &request("/other", &[]), &store, T0).evaluations.is_empty());
+            assert!(evaluate(&config, &request("/other", &[]), &store, T0)
+                .evaluations
+                .is_empty());
         }
     }
 
@@ -167,11 +206,17 @@ mod tests {
 
     #[test]
     fn failure_mode_decides_when_the_store_fails() {
-        let open = parse(br#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#).unwrap();
+        let open = parse(
+            br#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
+        )
+        .unwrap();
         let closed = parse(br#"{"rules":[{"name":"r","failureMode":"deny","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#).unwrap();
         let req = request("/", &[]);
         let decision = evaluate(&open, &req, &Down, T0);
-        assert!(matches!(decision.evaluations[0].outcome, Outcome::StoreFailed { allowed: true, .. }));
+        assert!(matches!(
+            decision.evaluations[0].outcome,
+            Outcome::StoreFailed { allowed: true, .. }
+        ));
         assert!(!decision.is_limited(&open));
         assert!(evaluate(&closed, &req, &Down, T0).is_limited(&closed));
     }

@@ -28,7 +28,12 @@ struct Entry {
 }
 
 impl Entry {
-    const EMPTY: Entry = Entry { digest: [0; 16], tag: 0, last_seen: 0, state: State { a: 0, b: 0, c: 0 } };
+    const EMPTY: Entry = Entry {
+        digest: [0; 16],
+        tag: 0,
+        last_seen: 0,
+        state: State { a: 0, b: 0, c: 0 },
+    };
 
     fn decode(bytes: &[u8]) -> Entry {
         let mut digest = [0u8; 16];
@@ -39,7 +44,11 @@ impl Entry {
             digest,
             tag: bytes.get(16).copied().unwrap_or(0),
             last_seen: read_u64(bytes, 24),
-            state: State { a: read_u64(bytes, 32), b: read_u64(bytes, 40), c: read_u64(bytes, 48) },
+            state: State {
+                a: read_u64(bytes, 32),
+                b: read_u64(bytes, 40),
+                c: read_u64(bytes, 48),
+            },
         }
     }
 
@@ -105,14 +114,19 @@ pub struct Charge {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeError {
     /// Every attempt lost a compare-and-swap race.
-    Contention { attempts: u32 },
+    Contention {
+        attempts: u32,
+    },
     Store(StoreError),
 }
 
 impl std::fmt::Display for ChargeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ChargeError::Contention { attempts } => write!(f, "shared-data contention: {attempts} compare-and-swap attempts failed"),
+            ChargeError::Contention { attempts } => write!(
+                f,
+                "shared-data contention: {attempts} compare-and-swap attempts failed"
+            ),
             ChargeError::Store(err) => write!(f, "{err}"),
         }
     }
@@ -137,7 +151,10 @@ impl KeyTable {
     pub fn new(rule_name: &str, max_keys: u32) -> Self {
         let ways = u32::try_from(WAYS).unwrap_or(8);
         let pages = max_keys.div_ceil(ways).max(1);
-        Self { prefix: format!("meshward.ratelimit/{rule_name}/{pages}/"), pages }
+        Self {
+            prefix: format!("meshward.ratelimit/{rule_name}/{pages}/"),
+            pages,
+        }
     }
 
     pub fn pages(&self) -> u32 {
@@ -195,14 +212,24 @@ impl KeyTable {
         for _ in 0..=retries {
             let stored = store.get(&key).map_err(ChargeError::Store)?;
             let cas = stored.as_ref().map(|versioned| versioned.cas);
-            let mut entries = stored.map_or([Entry::EMPTY; WAYS], |versioned| decode_page(&versioned.value));
+            let mut entries = stored.map_or([Entry::EMPTY; WAYS], |versioned| {
+                decode_page(&versioned.value)
+            });
             let (slot, existing, evicted) = choose_slot(&entries, digest, tag, limit, now);
             let verdict = limit.check(existing, now);
             let Some(next) = verdict.next else {
-                return Ok(Charge { verdict, evicted: false });
+                return Ok(Charge {
+                    verdict,
+                    evicted: false,
+                });
             };
             if let Some(entry) = entries.get_mut(slot) {
-                *entry = Entry { digest: *digest, tag, last_seen: now, state: next };
+                *entry = Entry {
+                    digest: *digest,
+                    tag,
+                    last_seen: now,
+                    state: next,
+                };
             }
             match store.set(&key, &encode_page(&entries), cas) {
                 Ok(()) => return Ok(Charge { verdict, evicted }),
@@ -210,18 +237,29 @@ impl KeyTable {
                 Err(err) => return Err(ChargeError::Store(err)),
             }
         }
-        Err(ChargeError::Contention { attempts: retries.saturating_add(1) })
+        Err(ChargeError::Contention {
+            attempts: retries.saturating_add(1),
+        })
     }
 
     /// Clears idle entries in `count` pages starting at `first` (wrapping), and counts
     /// the live ones. A page that changes under the sweep is left for the next one.
-    pub fn sweep(&self, store: &dyn SharedStore, limit: &Limit, now: u64, first: u32, count: u32) -> Result<SweepStats, StoreError> {
+    pub fn sweep(
+        &self,
+        store: &dyn SharedStore,
+        limit: &Limit,
+        now: u64,
+        first: u32,
+        count: u32,
+    ) -> Result<SweepStats, StoreError> {
         let mut stats = SweepStats::default();
         let tag = limit.algorithm.tag();
         for offset in 0..count.min(self.pages) {
             let page = first.wrapping_add(offset) % self.pages;
             let key = self.page_key(page);
-            let Some(stored) = store.get(&key)? else { continue };
+            let Some(stored) = store.get(&key)? else {
+                continue;
+            };
             let mut entries = decode_page(&stored.value);
             let mut changed = false;
             for entry in entries.iter_mut().filter(|entry| entry.tag != 0) {
@@ -247,7 +285,13 @@ impl KeyTable {
 
 /// The entry for `digest` if present; otherwise a free entry (empty, idle, or holding
 /// another algorithm's state); otherwise the least recently seen entry, evicted.
-fn choose_slot(entries: &[Entry; WAYS], digest: &KeyDigest, tag: u8, limit: &Limit, now: u64) -> (usize, Option<State>, bool) {
+fn choose_slot(
+    entries: &[Entry; WAYS],
+    digest: &KeyDigest,
+    tag: u8,
+    limit: &Limit,
+    now: u64,
+) -> (usize, Option<State>, bool) {
     let mut free = None;
     let mut oldest = (0usize, u64::MAX);
     for (index, entry) in entries.iter().enumerate() {
@@ -288,7 +332,16 @@ mod tests {
 
     #[test]
     fn entries_round_trip_through_bytes() {
-        let entry = Entry { digest: digest(7), tag: 3, last_seen: 42, state: State { a: 1, b: u64::MAX, c: 9 } };
+        let entry = Entry {
+            digest: digest(7),
+            tag: 3,
+            last_seen: 42,
+            state: State {
+                a: 1,
+                b: u64::MAX,
+                c: 9,
+            },
+        };
         let mut page = [Entry::EMPTY; WAYS];
         page[5] = entry;
         assert_eq!(decode_page(&encode_page(&page)), page);
@@ -303,7 +356,13 @@ mod tests {
         let limit = limit(Algorithm::TokenBucket, 1, 3600, 3);
         for key in [1, 2] {
             let allowed = (0..5)
-                .filter(|_| table.charge(&store, &digest(key), &limit, T0, 4).unwrap().verdict.allowed)
+                .filter(|_| {
+                    table
+                        .charge(&store, &digest(key), &limit, T0, 4)
+                        .unwrap()
+                        .verdict
+                        .allowed
+                })
                 .count();
             assert_eq!(allowed, 3, "key {key}");
         }
@@ -322,7 +381,13 @@ mod tests {
                 let (store, table) = (store.clone(), table.clone());
                 std::thread::spawn(move || {
                     (0..40)
-                        .filter(|_| table.charge(store.as_ref(), &digest(1), &limit, T0, 1000).unwrap().verdict.allowed)
+                        .filter(|_| {
+                            table
+                                .charge(store.as_ref(), &digest(1), &limit, T0, 1000)
+                                .unwrap()
+                                .verdict
+                                .allowed
+                        })
                         .count()
                 })
             })
@@ -344,11 +409,18 @@ mod tests {
             assert!(charge.verdict.allowed, "a fresh key always has budget");
             evictions += usize::from(charge.evicted);
         }
-        assert_eq!(store.key_count(), before.0, "no key is ever added after prepare");
+        assert_eq!(
+            store.key_count(),
+            before.0,
+            "no key is ever added after prepare"
+        );
         assert_eq!(store.byte_count(), before.1, "pages never grow");
         assert!(store.byte_count() <= table.capacity_bytes());
         assert_eq!(table.pages(), 125);
-        assert!(evictions >= 99_000 - 1000, "the table holds at most 1000 keys, so the rest evict ({evictions})");
+        assert!(
+            evictions >= 99_000 - 1000,
+            "the table holds at most 1000 keys, so the rest evict ({evictions})"
+        );
     }
 
     #[test]
@@ -358,21 +430,46 @@ mod tests {
         table.prepare(&store).unwrap();
         let limit = limit(Algorithm::Gcra, 10, 1, 5);
         for key in 0..8 {
-            assert!(!table.charge(&store, &digest(key), &limit, T0, 4).unwrap().evicted);
+            assert!(
+                !table
+                    .charge(&store, &digest(key), &limit, T0, 4)
+                    .unwrap()
+                    .evicted
+            );
         }
         // All 8 live: the 9th evicts.
-        assert!(table.charge(&store, &digest(100), &limit, T0, 4).unwrap().evicted);
+        assert!(
+            table
+                .charge(&store, &digest(100), &limit, T0, 4)
+                .unwrap()
+                .evicted
+        );
         // A second later all are idle: no eviction, and a sweep clears them.
-        assert!(!table.charge(&store, &digest(200), &limit, T0 + SECOND, 4).unwrap().evicted);
+        assert!(
+            !table
+                .charge(&store, &digest(200), &limit, T0 + SECOND, 4)
+                .unwrap()
+                .evicted
+        );
         let stats = table.sweep(&store, &limit, T0 + 2 * SECOND, 0, 10).unwrap();
-        assert_eq!(stats, SweepStats { pages: 1, cleared: 8, live: 0 });
+        assert_eq!(
+            stats,
+            SweepStats {
+                pages: 1,
+                cleared: 8,
+                live: 0
+            }
+        );
     }
 
     #[test]
     fn a_store_failure_is_reported_not_swallowed() {
         struct Broken;
         impl SharedStore for Broken {
-            fn get(&self, _: &str) -> Result<Option<meshward_filter_common::store::Versioned>, StoreError> {
+            fn get(
+                &self,
+                _: &str,
+            ) -> Result<Option<meshward_filter_common::store::Versioned>, StoreError> {
                 Err(StoreError::Unavailable("down".into()))
             }
             fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), StoreError> {
@@ -381,7 +478,10 @@ mod tests {
         }
         let table = KeyTable::new("r", 8);
         let limit = limit(Algorithm::Gcra, 10, 1, 5);
-        assert!(matches!(table.charge(&Broken, &digest(1), &limit, T0, 4), Err(ChargeError::Store(_))));
+        assert!(matches!(
+            table.charge(&Broken, &digest(1), &limit, T0, 4),
+            Err(ChargeError::Store(_))
+        ));
     }
 
     #[test]
@@ -389,7 +489,10 @@ mod tests {
         /// Every write loses the race.
         struct AlwaysRaced(InMemoryStore);
         impl SharedStore for AlwaysRaced {
-            fn get(&self, key: &str) -> Result<Option<meshward_filter_common::store::Versioned>, StoreError> {
+            fn get(
+                &self,
+                key: &str,
+            ) -> Result<Option<meshward_filter_common::store::Versioned>, StoreError> {
                 self.0.get(key)
             }
             fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), StoreError> {
@@ -399,6 +502,9 @@ mod tests {
         let store = AlwaysRaced(InMemoryStore::new());
         let table = KeyTable::new("r", 8);
         let limit = limit(Algorithm::Gcra, 10, 1, 5);
-        assert_eq!(table.charge(&store, &digest(1), &limit, T0, 3), Err(ChargeError::Contention { attempts: 4 }));
+        assert_eq!(
+            table.charge(&store, &digest(1), &limit, T0, 3),
+            Err(ChargeError::Contention { attempts: 4 })
+        );
     }
 }

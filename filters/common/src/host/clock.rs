@@ -10,6 +10,8 @@ impl Clock for HostClock {
         proxy_wasm::hostcalls::get_current_time()
             .ok()
             .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            })
     }
 }

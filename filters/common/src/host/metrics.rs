@@ -14,7 +14,9 @@ impl Counter {
     pub fn define(name: &str) -> Self {
         let id = proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok();
         if id.is_none() {
-            super::log::warn(&format!("could not define metric {name}; it will not be reported"));
+            super::log::warn(&format!(
+                "could not define metric {name}; it will not be reported"
+            ));
         }
         Self { id }
     }

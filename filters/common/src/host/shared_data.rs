@@ -13,9 +13,14 @@ impl SharedStore for HostSharedData {
             Ok((Some(value), Some(cas))) => Ok(Some(Versioned { value, cas })),
             // Envoy keeps keys whose value was cleared; treat them as absent-but-present
             // so a later CAS write still applies.
-            Ok((None, Some(cas))) => Ok(Some(Versioned { value: Vec::new(), cas })),
+            Ok((None, Some(cas))) => Ok(Some(Versioned {
+                value: Vec::new(),
+                cas,
+            })),
             Ok((_, None)) => Ok(None),
-            Err(status) => Err(StoreError::Unavailable(format!("get_shared_data: {status:?}"))),
+            Err(status) => Err(StoreError::Unavailable(format!(
+                "get_shared_data: {status:?}"
+            ))),
         }
     }
 
@@ -23,7 +28,9 @@ impl SharedStore for HostSharedData {
         match proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas) {
             Ok(()) => Ok(()),
             Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
-            Err(status) => Err(StoreError::Unavailable(format!("set_shared_data: {status:?}"))),
+            Err(status) => Err(StoreError::Unavailable(format!(
+                "set_shared_data: {status:?}"
+            ))),
         }
     }
 }

@@ -20,7 +20,11 @@ pub(super) fn check(limit: &Limit, state: Option<State>, now: u64) -> Verdict {
         let ahead = new_tat - now;
         Verdict {
             allowed: true,
-            next: Some(State { a: new_tat, b: 0, c: 0 }),
+            next: Some(State {
+                a: new_tat,
+                b: 0,
+                c: 0,
+            }),
             remaining: span.saturating_sub(ahead) / interval,
             reset_nanos: ahead,
             retry_after_nanos: 0,

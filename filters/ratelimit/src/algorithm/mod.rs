@@ -118,7 +118,12 @@ pub(crate) mod test_util {
     pub const T0: u64 = 1_700_000_000 * SECOND;
 
     pub fn limit(algorithm: Algorithm, requests: u64, per_seconds: u64, burst: u64) -> Limit {
-        Limit { algorithm, requests, per_nanos: per_seconds * SECOND, burst }
+        Limit {
+            algorithm,
+            requests,
+            per_nanos: per_seconds * SECOND,
+            burst,
+        }
     }
 
     /// Runs `count` requests at `now`, threading state; returns how many were allowed.

@@ -19,13 +19,31 @@ fn window_at(limit: &Limit, state: Option<State>, now: u64) -> Window {
     let index = now / width;
     let elapsed = now % width;
     match state {
-        Some(State { a, b, c }) if a == index => Window { previous: b, current: c, index, elapsed },
-        Some(State { a, c, .. }) if a.checked_add(1) == Some(index) => {
-            Window { previous: c, current: 0, index, elapsed }
-        }
+        Some(State { a, b, c }) if a == index => Window {
+            previous: b,
+            current: c,
+            index,
+            elapsed,
+        },
+        Some(State { a, c, .. }) if a.checked_add(1) == Some(index) => Window {
+            previous: c,
+            current: 0,
+            index,
+            elapsed,
+        },
         // Clock stepped backwards: stay in the stored window, at its start.
-        Some(State { a, b, c }) if a > index => Window { previous: b, current: c, index: a, elapsed: 0 },
-        _ => Window { previous: 0, current: 0, index, elapsed },
+        Some(State { a, b, c }) if a > index => Window {
+            previous: b,
+            current: c,
+            index: a,
+            elapsed: 0,
+        },
+        _ => Window {
+            previous: 0,
+            current: 0,
+            index,
+            elapsed,
+        },
     }
 }
 
@@ -52,7 +70,11 @@ pub(super) fn check(limit: &Limit, state: Option<State>, now: u64) -> Verdict {
         let remaining = u64::try_from((budget - after) / width).unwrap_or(u64::MAX);
         Verdict {
             allowed: true,
-            next: Some(State { a: window.index, b: window.previous, c: window.current + 1 }),
+            next: Some(State {
+                a: window.index,
+                b: window.previous,
+                c: window.current + 1,
+            }),
             remaining,
             reset_nanos: until_window_end,
             retry_after_nanos: 0,
@@ -83,7 +105,8 @@ fn retry_after(limit: &Limit, window: &Window) -> u64 {
             // t >= width - spare * width / previous
             let wait_until = width.saturating_sub((spare * width) / previous);
             if wait_until < width {
-                return u64::try_from(wait_until.saturating_sub(elapsed).max(1)).unwrap_or(u64::MAX);
+                return u64::try_from(wait_until.saturating_sub(elapsed).max(1))
+                    .unwrap_or(u64::MAX);
             }
         }
     }
@@ -91,7 +114,9 @@ fn retry_after(limit: &Limit, window: &Window) -> u64 {
     let to_boundary = width - elapsed;
     let current = u128::from(window.current);
     let spare_next = requests.saturating_sub(1);
-    let t = if current == 0 { 0 } else { width.saturating_sub((spare_next * width) / current) };
+    let t = (spare_next * width)
+        .checked_div(current)
+        .map_or(0, |fits| width.saturating_sub(fits));
     u64::try_from(to_boundary + t).unwrap_or(u64::MAX)
 }
 
@@ -118,7 +143,11 @@ mod tests {
     fn worked_example_previous_42_current_18_at_15_of_60_seconds() {
         let limit = limit(Algorithm::SlidingWindow, 100, 60, 100);
         let index = START / (60 * SECOND);
-        let state = Some(State { a: index, b: 42, c: 18 });
+        let state = Some(State {
+            a: index,
+            b: 42,
+            c: 18,
+        });
         let estimate = estimate(&limit, state, START + 15 * SECOND);
         assert!((estimate - 49.5).abs() < 1e-9, "estimate was {estimate}");
         // 42 * 45/60 + 18 + 1 = 50.5 <= 100: admitted with 49 left.

@@ -9,10 +9,16 @@ fn refilled(limit: &Limit, state: Option<State>, now: u64) -> (u64, u64) {
     let capacity = limit.burst.saturating_mul(SCALE);
     match state {
         None => (capacity, now),
-        Some(State { a: tokens, b: last, .. }) => {
+        Some(State {
+            a: tokens, b: last, ..
+        }) => {
             // A clock that stepped backwards refills nothing and keeps the later mark.
             let elapsed = now.saturating_sub(last);
-            let added = mul_div_floor(elapsed, limit.requests.saturating_mul(SCALE), limit.per_nanos);
+            let added = mul_div_floor(
+                elapsed,
+                limit.requests.saturating_mul(SCALE),
+                limit.per_nanos,
+            );
             (tokens.saturating_add(added).min(capacity), now.max(last))
         }
     }
@@ -20,7 +26,11 @@ fn refilled(limit: &Limit, state: Option<State>, now: u64) -> (u64, u64) {
 
 /// Nanoseconds to accumulate `missing` micro-tokens.
 fn time_for(limit: &Limit, missing: u64) -> u64 {
-    mul_div_ceil(missing, limit.per_nanos, limit.requests.saturating_mul(SCALE))
+    mul_div_ceil(
+        missing,
+        limit.per_nanos,
+        limit.requests.saturating_mul(SCALE),
+    )
 }
 
 pub(super) fn check(limit: &Limit, state: Option<State>, now: u64) -> Verdict {
@@ -30,7 +40,11 @@ pub(super) fn check(limit: &Limit, state: Option<State>, now: u64) -> Verdict {
         let left = tokens - SCALE;
         Verdict {
             allowed: true,
-            next: Some(State { a: left, b: mark, c: 0 }),
+            next: Some(State {
+                a: left,
+                b: mark,
+                c: 0,
+            }),
             remaining: left / SCALE,
             reset_nanos: time_for(limit, capacity - left),
             retry_after_nanos: 0,
@@ -103,7 +117,11 @@ mod tests {
         let mut state = None;
         assert_eq!(admit(&limit, &mut state, T0 + 10 * SECOND, 1), 1);
         assert_eq!(admit(&limit, &mut state, T0, 1), 0);
-        assert_eq!(admit(&limit, &mut state, T0 + 10 * SECOND, 1), 0, "the backwards step must not count as elapsed time");
+        assert_eq!(
+            admit(&limit, &mut state, T0 + 10 * SECOND, 1),
+            0,
+            "the backwards step must not count as elapsed time"
+        );
     }
 
     #[test]

@@ -1,0 +1,61 @@
+//! What `cargo xtask demo` runs and prints, kept here so the e2e suite checks the very
+//! same config file and the requests behind the printed curl lines.
+
+pub const CONFIG: &str = "examples/envoy/ratelimit-demo.yaml";
+pub const LISTENER_PORT: u16 = 10000;
+pub const ADMIN_PORT: u16 = 9901;
+pub const UPSTREAM_PORT: u16 = 18080;
+
+pub const CURL_LINES: &str = r#"
+# 1. Token bucket per client address on /hello (burst 5, then 1 every 10 s): 200s turn into 429s
+for i in $(seq 1 7); do curl -s -o /dev/null -w "%{http_code}\n" http://127.0.0.1:10000/hello; done
+
+# 2. A limited reply: problem+json body, Retry-After, RateLimit and RateLimit-Policy
+curl -i http://127.0.0.1:10000/hello
+
+# 3. Sliding window per API key on /api/ (3 per minute): alice is limited, bob is not, /hello's bucket is untouched
+for i in 1 2 3 4; do curl -s -o /dev/null -w "alice %{http_code}\n" -H 'x-api-key: alice' http://127.0.0.1:10000/api/orders; done
+curl -s -o /dev/null -w "bob %{http_code}\n" -H 'x-api-key: bob' http://127.0.0.1:10000/api/orders
+
+# 4. Shadow rule on /login: never 429, but its shadow_limited counter moves
+for i in 1 2 3 4; do curl -s -o /dev/null -w "%{http_code}\n" http://127.0.0.1:10000/login; done
+
+# 5. The filter's metrics, as Prometheus scrapes them
+curl -s http://127.0.0.1:9901/stats/prometheus | grep '^meshward_'
+"#;
+
+/// The demo config with its fixed ports and relative module path replaced, for tests.
+pub fn config_for_test(upstream_port: u16) -> Result<String, String> {
+    let path = crate::paths::workspace_root().join(CONFIG);
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let module = crate::paths::wasm_module("meshward_ratelimit")?;
+    let replacements = [
+        (
+            format!("port_value: {ADMIN_PORT}"),
+            "port_value: 0".to_string(),
+        ),
+        (
+            format!("port_value: {LISTENER_PORT}"),
+            "port_value: 0".to_string(),
+        ),
+        (
+            format!("port_value: {UPSTREAM_PORT}"),
+            format!("port_value: {upstream_port}"),
+        ),
+        (
+            "filename: target/meshward-wasm/meshward_ratelimit.wasm".to_string(),
+            format!("filename: {}", module.display()),
+        ),
+    ];
+    let mut text = text;
+    for (from, to) in replacements {
+        if !text.contains(&from) {
+            return Err(format!(
+                "{CONFIG} no longer contains {from:?}; update e2e/src/demo.rs"
+            ));
+        }
+        text = text.replace(&from, &to);
+    }
+    Ok(text)
+}

@@ -1,0 +1,89 @@
+//! `cargo xtask demo`'s config (examples/envoy/ratelimit-demo.yaml) in a real Envoy,
+//! driven with the same requests as the curl lines the demo prints.
+
+use meshward_e2e::{demo, Envoy, EnvoyOptions, RecordingUpstream, Request};
+
+#[test]
+fn the_printed_curl_lines_show_200s_turning_into_429s() {
+    for fragment in [
+        "/hello",
+        "x-api-key: alice",
+        "x-api-key: bob",
+        "/login",
+        "/stats/prometheus",
+    ] {
+        assert!(
+            demo::CURL_LINES.contains(fragment),
+            "the demo no longer prints {fragment:?}; update this test"
+        );
+    }
+    let upstream = RecordingUpstream::start().unwrap();
+    let envoy = Envoy::start_yaml(
+        &demo::config_for_test(upstream.port()).unwrap(),
+        &EnvoyOptions::default(),
+    )
+    .unwrap();
+    let port = envoy.port();
+    let get = |request: Request| request.send(port).unwrap();
+
+    // 1. per-client token bucket, burst 5
+    let statuses: Vec<u16> = (0..7).map(|_| get(Request::get("/hello")).status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+
+    // 2. the limited reply
+    let limited = get(Request::get("/hello"));
+    assert_eq!(limited.status, 429);
+    assert_eq!(
+        limited.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(
+        limited.header("ratelimit-policy"),
+        Some(r#""per-client";q=1;w=10"#)
+    );
+    assert!(limited
+        .header("ratelimit")
+        .unwrap()
+        .starts_with(r#""per-client";r=0;t="#));
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+
+    // 3. per-API-key sliding window, independent of /hello
+    let alice: Vec<u16> = (0..4)
+        .map(|_| get(Request::get("/api/orders").header("x-api-key", "alice")).status)
+        .collect();
+    assert_eq!(alice, [200, 200, 200, 429]);
+    assert_eq!(
+        get(Request::get("/api/orders").header("x-api-key", "bob")).status,
+        200
+    );
+    let allowed = get(Request::get("/api/orders").header("x-api-key", "carol"));
+    assert!(
+        allowed
+            .header("ratelimit")
+            .unwrap()
+            .starts_with(r#""per-api-key";r=2;t="#),
+        "onAllowed fields"
+    );
+
+    // 4. shadow rule
+    let login: Vec<u16> = (0..4).map(|_| get(Request::get("/login")).status).collect();
+    assert_eq!(login, [200, 200, 200, 200]);
+
+    // 5. metrics
+    let prometheus = envoy.prometheus().unwrap();
+    let value = |series: &str| meshward_e2e::stats::prometheus_value(&prometheus, series);
+    assert_eq!(
+        value(r#"meshward_ratelimit_rule_limited{meshward_rule="per-client"}"#),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(r#"meshward_ratelimit_rule_limited{meshward_rule="per-api-key"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(r#"meshward_ratelimit_rule_shadow_limited{meshward_rule="login-dry-run"}"#),
+        Some(2.0)
+    );
+    assert_eq!(upstream.hits(), 5 + 3 + 2 + 4);
+}
