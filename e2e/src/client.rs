@@ -13,6 +13,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// Headers sent byte for byte (for values that are not UTF-8).
+    pub raw_headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
     pub source_ip: Option<IpAddr>,
 }
@@ -23,6 +25,7 @@ impl Request {
             method: "GET".into(),
             path: path.into(),
             headers: Vec::new(),
+            raw_headers: Vec::new(),
             body: Vec::new(),
             source_ip: None,
         }
@@ -38,6 +41,11 @@ impl Request {
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn raw_header(mut self, name: &str, value: &[u8]) -> Self {
+        self.raw_headers.push((name.into(), value.to_vec()));
         self
     }
 
@@ -70,9 +78,16 @@ impl Request {
         {
             head.push_str(&format!("content-length: {}\r\n", self.body.len()));
         }
-        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        for (name, value) in &self.raw_headers {
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(b": ");
+            bytes.extend_from_slice(value);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(b"\r\n");
         stream
-            .write_all(head.as_bytes())
+            .write_all(&bytes)
             .map_err(|e| format!("write: {e}"))?;
         stream
             .write_all(&self.body)

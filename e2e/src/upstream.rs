@@ -151,9 +151,16 @@ fn serve_connection(stream: TcpStream, recorded: &Mutex<Vec<RecordedRequest>>, s
 }
 
 /// Reads one request; None on EOF, timeout or a malformed request.
+/// One line, bytes converted lossily (header values may carry obs-text bytes).
+fn read_line(reader: &mut BufReader<TcpStream>) -> Option<(String, usize)> {
+    let mut bytes = Vec::new();
+    let read = reader.read_until(b'\n', &mut bytes).ok()?;
+    Some((String::from_utf8_lossy(&bytes).into_owned(), read))
+}
+
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(RecordedRequest, bool)> {
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).ok()? == 0 {
+    let (request_line, read) = read_line(reader)?;
+    if read == 0 {
         return None;
     }
     let mut parts = request_line.split_whitespace();
@@ -165,8 +172,8 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(RecordedRequest, b
     let mut headers = Vec::new();
     let mut head_bytes = request_line.len();
     loop {
-        let mut line = String::new();
-        head_bytes += reader.read_line(&mut line).ok()?;
+        let (line, read) = read_line(reader)?;
+        head_bytes += read;
         if head_bytes > MAX_HEAD_BYTES {
             return None;
         }

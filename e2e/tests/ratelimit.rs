@@ -330,6 +330,35 @@ fn legacy_headers_when_configured() {
 }
 
 #[test]
+fn header_values_that_are_not_utf8_do_not_break_the_filter() {
+    let (upstream, envoy) = start(
+        r#"{"rules":[{"name":"per-key","key":[{"type":"header","name":"x-api-key"}],"limit":{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":2}}]}"#,
+    );
+    // "caf\xe9" in Latin-1: legal obs-text in HTTP/1.1, not UTF-8.
+    let latin1 = || Request::get("/").raw_header("x-api-key", b"caf\xe9");
+    let statuses: Vec<u16> = (0..3).map(|_| status(&envoy, latin1())).collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "the value is still a key with its own budget"
+    );
+    assert_eq!(
+        status(&envoy, Request::get("/").header("x-api-key", "plain")),
+        200,
+        "the VM is alive"
+    );
+    assert_eq!(upstream.hits(), 3);
+    let forwarded = upstream.requests()[0]
+        .header("x-api-key")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        forwarded, "caf\u{fffd}",
+        "forwarded untouched (shown lossily by the test upstream)"
+    );
+}
+
+#[test]
 fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path() {
     let upstream = RecordingUpstream::start().unwrap();
     let cases = [

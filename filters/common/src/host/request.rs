@@ -5,7 +5,14 @@ use crate::request::RequestHead;
 use proxy_wasm::types::MapType;
 
 pub fn read_request_head(with_source_address: bool) -> RequestHead {
-    let headers = proxy_wasm::hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+    // `get_map` would unwrap `String::from_utf8` on every value and trap the VM on a
+    // header carrying obs-text bytes (legal in HTTP/1.1); read bytes and convert
+    // lossily instead. Names are tokens, validated by Envoy's codecs.
+    let headers = proxy_wasm::hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect();
     let source_address = if with_source_address {
         proxy_wasm::hostcalls::get_property(vec!["source", "address"])
             .ok()
