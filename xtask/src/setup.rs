@@ -245,20 +245,7 @@ pub fn require_debian_tool(tool: &str, package: &str) -> Result<(), String> {
             "{tool} is required; install it with:\n    sudo apt-get install -y {package}"
         ));
     }
-    let install = step(
-        &format!("install {package} (Debian)"),
-        std::process::Command::new("apt-get").args([
-            "install",
-            "-y",
-            "--no-install-recommends",
-            package,
-        ]),
-    );
-    if install.is_err() {
-        step(
-            "apt-get update",
-            std::process::Command::new("apt-get").arg("update"),
-        )?;
+    let install = || {
         step(
             &format!("install {package} (Debian)"),
             std::process::Command::new("apt-get").args([
@@ -267,7 +254,15 @@ pub fn require_debian_tool(tool: &str, package: &str) -> Result<(), String> {
                 "--no-install-recommends",
                 package,
             ]),
+        )
+    };
+    // A fresh machine's package lists may be stale or empty: update once and retry.
+    if install().is_err() {
+        step(
+            "apt-get update",
+            std::process::Command::new("apt-get").arg("update"),
         )?;
+        install()?;
     }
     Ok(())
 }
