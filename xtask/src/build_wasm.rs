@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use crate::run::{cargo, root, step};
 
 /// (cargo package, module file name without `.wasm`)
-pub const FILTERS: [(&str, &str); 1] = [("meshward-ratelimit", "meshward_ratelimit")];
+pub const FILTERS: [(&str, &str); 2] = [
+    ("meshward-ratelimit", "meshward_ratelimit"),
+    ("meshward-trace-inject", "meshward_trace_inject"),
+];
 
 pub fn run() -> Result<Vec<PathBuf>, String> {
     let mut command = cargo();

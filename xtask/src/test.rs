@@ -8,7 +8,11 @@ use crate::run::{cargo, output, path_with_tools, step};
 use crate::{build_wasm, setup};
 
 /// Crates whose core is also tested as wasm32-unknown-unknown (without proxy-wasm).
-const WASM_TESTED: [&str; 2] = ["meshward-filter-common", "meshward-ratelimit"];
+const WASM_TESTED: [&str; 3] = [
+    "meshward-filter-common",
+    "meshward-ratelimit",
+    "meshward-trace-inject",
+];
 
 pub fn run() -> Result<(), String> {
     let started = Instant::now();

@@ -17,6 +17,7 @@ pub mod duration;
 pub mod host;
 pub mod matcher;
 pub mod problem;
+pub mod random;
 pub mod request;
 pub mod sf;
 pub mod store;

@@ -4,5 +4,6 @@
 pub mod clock;
 pub mod log;
 pub mod metrics;
+pub mod random;
 pub mod request;
 pub mod shared_data;
