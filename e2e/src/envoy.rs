@@ -100,6 +100,8 @@ impl Envoy {
             .args(["-l", &options.log_level])
             .arg("--log-path")
             .arg(&log_path)
+            // Flush logs (and access logs) often, so a failing test shows them.
+            .args(["--file-flush-interval-msec", "100"])
             .arg("--admin-address-path")
             .arg(&admin_path)
             .arg("--use-dynamic-base-id")
@@ -239,6 +241,10 @@ impl Envoy {
 
 impl Drop for Envoy {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Let the last log lines reach the file before the process goes.
+            std::thread::sleep(Duration::from_millis(300));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {

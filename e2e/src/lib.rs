@@ -3,6 +3,7 @@
 //! what reached them, a small HTTP/1.1 client that can choose its source address, and
 //! helpers to read Envoy's stats. No mocks of Envoy.
 
+pub mod apps;
 pub mod bootstrap;
 pub mod client;
 pub mod demo;
@@ -11,7 +12,7 @@ pub mod paths;
 pub mod stats;
 pub mod upstream;
 
-pub use bootstrap::Bootstrap;
+pub use bootstrap::{Bootstrap, Listener};
 pub use client::{Request, Response};
 pub use envoy::{Envoy, EnvoyOptions};
-pub use upstream::{RecordedRequest, RecordingUpstream};
+pub use upstream::{RecordedRequest, RecordingUpstream, Reply};

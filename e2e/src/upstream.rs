@@ -48,6 +48,31 @@ impl RecordedRequest {
     }
 }
 
+/// What an upstream answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// 200 with a JSON echo of the request.
+    pub fn echo(request: &RecordedRequest) -> Self {
+        Self {
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("x-upstream".into(), "meshward-echo".into()),
+            ],
+            body: serde_json::to_vec_pretty(&request.to_json()).unwrap_or_default(),
+        }
+    }
+}
+
+/// Decides the reply for each recorded request (runs on the connection's thread).
+pub type Handler = Arc<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>;
+
 pub struct RecordingUpstream {
     address: SocketAddr,
     recorded: Arc<Mutex<Vec<RecordedRequest>>>,
@@ -62,6 +87,11 @@ impl RecordingUpstream {
     }
 
     pub fn start_on(address: &str) -> Result<Self, String> {
+        Self::start_with(address, Arc::new(Reply::echo))
+    }
+
+    /// Starts with a custom reply for each request (e.g. an app that calls onwards).
+    pub fn start_with(address: &str, handler: Handler) -> Result<Self, String> {
         let listener =
             TcpListener::bind(address).map_err(|e| format!("upstream bind {address}: {e}"))?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -75,8 +105,11 @@ impl RecordingUpstream {
                         return;
                     }
                     let Ok(stream) = stream else { continue };
-                    let (recorded, stop) = (recorded.clone(), stop.clone());
-                    std::thread::spawn(move || serve_connection(stream, &recorded, &stop));
+                    let (recorded, stop, handler) =
+                        (recorded.clone(), stop.clone(), handler.clone());
+                    std::thread::spawn(move || {
+                        serve_connection(stream, &recorded, &stop, &handler)
+                    });
                 }
             })
         };
@@ -119,7 +152,12 @@ impl Drop for RecordingUpstream {
     }
 }
 
-fn serve_connection(stream: TcpStream, recorded: &Mutex<Vec<RecordedRequest>>, stop: &AtomicBool) {
+fn serve_connection(
+    stream: TcpStream,
+    recorded: &Mutex<Vec<RecordedRequest>>,
+    stop: &AtomicBool,
+    handler: &Handler,
+) {
     let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
     let _ = stream.set_nodelay(true);
     let Ok(mut writer) = stream.try_clone() else {
@@ -130,18 +168,22 @@ fn serve_connection(stream: TcpStream, recorded: &Mutex<Vec<RecordedRequest>>, s
         let Some((request, keep_alive)) = read_request(&mut reader) else {
             return;
         };
-        let payload = serde_json::to_vec_pretty(&request.to_json()).unwrap_or_default();
         if let Ok(mut all) = recorded.lock() {
-            all.push(request);
+            all.push(request.clone());
         }
-        let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-upstream: meshward-echo\r\ncontent-length: {}\r\n{}\r\n",
-            payload.len(),
-            if keep_alive { "" } else { "connection: close\r\n" }
-        );
+        let reply = handler(&request);
+        let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
+        for (name, value) in &reply.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!("content-length: {}\r\n", reply.body.len()));
+        if !keep_alive {
+            head.push_str("connection: close\r\n");
+        }
+        head.push_str("\r\n");
         if writer
             .write_all(head.as_bytes())
-            .and_then(|_| writer.write_all(&payload))
+            .and_then(|_| writer.write_all(&reply.body))
             .is_err()
             || !keep_alive
         {
@@ -151,6 +193,21 @@ fn serve_connection(stream: TcpStream, recorded: &Mutex<Vec<RecordedRequest>>, s
 }
 
 /// Reads one request; None on EOF, timeout or a malformed request.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        409 => "Conflict",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
 /// One line, bytes converted lossily (header values may carry obs-text bytes).
 fn read_line(reader: &mut BufReader<TcpStream>) -> Option<(String, usize)> {
     let mut bytes = Vec::new();

@@ -127,11 +127,15 @@ struct TraceInjectHttp {
 
 impl Context for TraceInjectHttp {}
 
-/// Envoy's `listener_direction` property: int64 (1 inbound, 2 outbound).
+/// The listener's `traffic_direction` as an int64 property (1 inbound, 2 outbound):
+/// `xds.listener_direction` in current Envoy, `listener_direction` before.
 fn listener_direction() -> Option<Direction> {
-    let bytes = proxy_wasm::hostcalls::get_property(vec!["listener_direction"])
-        .ok()
-        .flatten()?;
+    let bytes = [
+        vec!["xds", "listener_direction"],
+        vec!["listener_direction"],
+    ]
+    .into_iter()
+    .find_map(|path| proxy_wasm::hostcalls::get_property(path).ok().flatten())?;
     let mut word = [0u8; 8];
     for (slot, byte) in word.iter_mut().zip(bytes.iter()) {
         *slot = *byte;
