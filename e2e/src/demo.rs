@@ -20,7 +20,10 @@ curl -s -o /dev/null -w "bob %{http_code}\n" -H 'x-api-key: bob' http://127.0.0.
 # 4. Shadow rule on /login: never 429, but its shadow_limited counter moves
 for i in 1 2 3 4; do curl -s -o /dev/null -w "%{http_code}\n" http://127.0.0.1:10000/login; done
 
-# 5. The filter's metrics, as Prometheus scrapes them
+# 5. Trace context: the upstream sees a traceparent with the same trace id and a new span id, the reply a traceresponse
+curl -s -D - -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://127.0.0.1:10000/api/trace | grep -iE 'traceresponse|"traceparent"|"tracestate"'
+
+# 6. The filters' metrics, as Prometheus scrapes them
 curl -s http://127.0.0.1:9901/stats/prometheus | grep '^meshward_'
 "#;
 
@@ -30,7 +33,12 @@ pub fn config_for_test(upstream_port: u16) -> Result<String, String> {
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let module = crate::paths::wasm_module("meshward_ratelimit")?;
+    let trace_module = crate::paths::wasm_module("meshward_trace_inject")?;
     let replacements = [
+        (
+            "filename: target/meshward-wasm/meshward_trace_inject.wasm".to_string(),
+            format!("filename: {}", trace_module.display()),
+        ),
         (
             format!("port_value: {ADMIN_PORT}"),
             "port_value: 0".to_string(),

@@ -70,7 +70,35 @@ fn the_printed_curl_lines_show_200s_turning_into_429s() {
     let login: Vec<u16> = (0..4).map(|_| get(Request::get("/login")).status).collect();
     assert_eq!(login, [200, 200, 200, 200]);
 
-    // 5. metrics
+    // 5. trace context through the same chain (also on the 429 from the rate limiter)
+    let traced = get(Request::get("/api/trace").header(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ));
+    assert_eq!(traced.status, 200);
+    let seen = traced.json().unwrap();
+    let traceparent = seen["headers"]["traceparent"].as_str().unwrap();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+            && !traceparent.contains("00f067aa0ba902b7"),
+        "{traceparent}"
+    );
+    let span = &traceparent[36..52];
+    assert_eq!(seen["headers"]["tracestate"], format!("meshward={span}"));
+    assert_eq!(
+        traced.header("traceresponse"),
+        Some(format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{span}-01").as_str())
+    );
+    assert_eq!(
+        traced.header("x-trace-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert!(
+        limited.header("traceresponse").is_some(),
+        "the 429 went through trace-inject on its way out"
+    );
+
+    // 6. metrics
     let prometheus = envoy.prometheus().unwrap();
     let value = |series: &str| meshward_e2e::stats::prometheus_value(&prometheus, series);
     assert_eq!(
@@ -85,5 +113,6 @@ fn the_printed_curl_lines_show_200s_turning_into_429s() {
         value(r#"meshward_ratelimit_rule_shadow_limited{meshward_rule="login-dry-run"}"#),
         Some(2.0)
     );
-    assert_eq!(upstream.hits(), 5 + 3 + 2 + 4);
+    assert_eq!(value("meshward_trace_inject_propagated{}"), Some(1.0));
+    assert_eq!(upstream.hits(), 5 + 3 + 2 + 1 + 4);
 }

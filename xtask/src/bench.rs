@@ -1,5 +1,5 @@
-//! `cargo xtask bench ratelimit`: what the filter costs per request, measured against
-//! baselines in the same run. Envoy (one worker) is pinned to CPU 0 and answers with a
+//! `cargo xtask bench <ratelimit|trace-inject>`: what a filter costs per request,
+//! measured against baselines in the same run. Envoy (one worker) is pinned to CPU 0 and answers with a
 //! direct response, so the figures are Envoy + filters only; wrk runs pinned to CPU 1.
 //! Scenarios are measured in interleaved rounds (A B C A B C ...) and reported as
 //! medians with min–max.
@@ -24,21 +24,20 @@ struct Sample {
 struct Scenario {
     name: &'static str,
     envoy: Envoy,
+    /// A request header wrk sends (e.g. an incoming traceparent).
+    header: Option<&'static str>,
     samples: Vec<Sample>,
 }
 
-fn parse_args(args: &[String]) -> Result<(u64, usize), String> {
+fn parse_args(args: &[String]) -> Result<(String, u64, usize), String> {
+    let usage = "usage: cargo xtask bench <ratelimit|trace-inject> [--seconds N] [--rounds N]";
     let mut seconds = 10;
     let mut rounds = 3;
     let mut it = args.iter();
-    match it.next().map(String::as_str) {
-        Some("ratelimit") => {}
-        other => {
-            return Err(format!(
-                "usage: cargo xtask bench ratelimit [--seconds N] [--rounds N] (got {other:?})"
-            ))
-        }
-    }
+    let filter = match it.next().map(String::as_str) {
+        Some(filter @ ("ratelimit" | "trace-inject")) => filter.to_string(),
+        other => return Err(format!("{usage} (got {other:?})")),
+    };
     while let Some(flag) = it.next() {
         let value = it
             .next()
@@ -47,10 +46,50 @@ fn parse_args(args: &[String]) -> Result<(u64, usize), String> {
         match flag.as_str() {
             "--seconds" => seconds = value.max(1),
             "--rounds" => rounds = usize::try_from(value.max(1)).unwrap_or(3),
-            _ => return Err(format!("unknown option {flag}")),
+            _ => return Err(format!("unknown option {flag}\n{usage}")),
         }
     }
-    Ok((seconds, rounds))
+    Ok((filter, seconds, rounds))
+}
+
+const TRACEPARENT: &str = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/// (name, bootstrap, header) per scenario; the first is the baseline.
+fn scenarios(filter: &str) -> Result<Vec<(&'static str, Bootstrap, Option<&'static str>)>, String> {
+    let base = Bootstrap::new(1).direct_response();
+    Ok(match filter {
+        "ratelimit" => vec![
+            ("bare Envoy", base.clone(), None),
+            (
+                "native local_ratelimit",
+                base.clone().http_filter(native_local_ratelimit(
+                    1_000_000_000,
+                    1_000_000_000,
+                    "1s",
+                )),
+                None,
+            ),
+            (
+                "meshward ratelimit",
+                base.meshward_filter("meshward_ratelimit", MESHWARD_CONFIG)?,
+                None,
+            ),
+        ],
+        _ => vec![
+            ("bare Envoy", base.clone(), None),
+            (
+                "trace-inject, new trace",
+                base.clone()
+                    .meshward_filter("meshward_trace_inject", "{}")?,
+                None,
+            ),
+            (
+                "trace-inject, propagate",
+                base.meshward_filter("meshward_trace_inject", "{}")?,
+                Some(TRACEPARENT),
+            ),
+        ],
+    })
 }
 
 /// The limit is never reached: the benchmark measures the cost of deciding, keyed on
@@ -58,7 +97,7 @@ fn parse_args(args: &[String]) -> Result<(u64, usize), String> {
 const MESHWARD_CONFIG: &str = r#"{"rules":[{"name":"bench","key":[{"type":"clientAddress"}],"limit":{"algorithm":"tokenBucket","requests":1000000000,"per":"1s","burst":1000000000}}]}"#;
 
 pub fn run(args: &[String]) -> Result<(), String> {
-    let (seconds, rounds) = parse_args(args)?;
+    let (filter, seconds, rounds) = parse_args(args)?;
     setup::ensure()?;
     setup::require_debian_tool("wrk", "wrk")?;
     setup::require_debian_tool("taskset", "util-linux")?;
@@ -76,72 +115,83 @@ pub fn run(args: &[String]) -> Result<(), String> {
         log_level: "warn".into(),
         pin_cpus: Some("0".into()),
     };
-    let base = Bootstrap::new(1).direct_response();
-    let start = |name: &'static str, bootstrap: Bootstrap| -> Result<Scenario, String> {
+    let mut running = Vec::new();
+    for (name, bootstrap, header) in scenarios(&filter)? {
         println!("starting Envoy for {name}");
-        Ok(Scenario {
+        running.push(Scenario {
             name,
             envoy: Envoy::start(&bootstrap, &options)?,
+            header,
             samples: Vec::new(),
-        })
-    };
-    let mut scenarios = vec![
-        start("bare Envoy", base.clone())?,
-        start(
-            "native local_ratelimit",
-            base.clone()
-                .http_filter(native_local_ratelimit(1_000_000_000, 1_000_000_000, "1s")),
-        )?,
-        start(
-            "meshward ratelimit",
-            base.clone()
-                .meshward_filter("meshward_ratelimit", MESHWARD_CONFIG)?,
-        )?,
-    ];
+        });
+    }
     println!("\nwarm-up (2 s each)");
-    for scenario in &scenarios {
-        wrk(scenario.envoy.port(), 2)?;
+    for scenario in &running {
+        wrk(scenario.envoy.port(), 2, scenario.header)?;
     }
     for round in 1..=rounds {
-        for scenario in &mut scenarios {
-            let sample = wrk(scenario.envoy.port(), seconds)?;
+        for scenario in &mut running {
+            let sample = wrk(scenario.envoy.port(), seconds, scenario.header)?;
             println!(
-                "round {round}/{rounds}  {:<24} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  non-2xx {}",
+                "round {round}/{rounds}  {:<26} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  non-2xx {}",
                 scenario.name, sample.rps, sample.p50_us, sample.p99_us, sample.non_2xx
             );
             scenario.samples.push(sample);
         }
     }
-    let allowed = scenarios
-        .last()
-        .map(|s| {
-            s.envoy
-                .counter("wasmcustom.meshward.ratelimit.rule.bench.allowed")
-        })
-        .unwrap_or(0);
-    let report = report(&scenarios, seconds, rounds, allowed);
+    let check = match filter.as_str() {
+        "ratelimit" => format!(
+            "Meshward `allowed` counter: {}.",
+            running
+                .last()
+                .map(|s| s
+                    .envoy
+                    .counter("wasmcustom.meshward.ratelimit.rule.bench.allowed"))
+                .unwrap_or(0)
+        ),
+        _ => format!(
+            "trace-inject counters: generated {}, propagated {}.",
+            running
+                .get(1)
+                .map(|s| s
+                    .envoy
+                    .counter("wasmcustom.meshward.trace_inject.generated"))
+                .unwrap_or(0),
+            running
+                .get(2)
+                .map(|s| s
+                    .envoy
+                    .counter("wasmcustom.meshward.trace_inject.propagated"))
+                .unwrap_or(0)
+        ),
+    };
+    let report = report(&filter, &running, seconds, rounds, &check);
     println!("\n{report}");
     let out = crate::run::root().join("target/bench");
     let _ = std::fs::create_dir_all(&out);
-    let path = out.join("ratelimit.md");
+    let path = out.join(format!("{filter}.md"));
     std::fs::write(&path, &report).map_err(|e| format!("write {}: {e}", path.display()))?;
     println!("written to {}", path.display());
     Ok(())
 }
 
-fn wrk(port: u16, seconds: u64) -> Result<Sample, String> {
-    let out = Command::new("taskset")
-        .args([
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            "-c",
-            CONNECTIONS,
-            "-d",
-            &format!("{seconds}s"),
-            "--latency",
-        ])
+fn wrk(port: u16, seconds: u64, header: Option<&str>) -> Result<Sample, String> {
+    let mut command = Command::new("taskset");
+    command.args([
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        "-c",
+        CONNECTIONS,
+        "-d",
+        &format!("{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(header) = header {
+        command.args(["-H", header]);
+    }
+    let out = command
         .arg(format!("http://127.0.0.1:{port}/"))
         .output()
         .map_err(|e| format!("run wrk: {e}"))?;
@@ -188,7 +238,13 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn report(scenarios: &[Scenario], seconds: u64, rounds: usize, meshward_allowed: u64) -> String {
+fn report(
+    filter: &str,
+    scenarios: &[Scenario],
+    seconds: u64,
+    rounds: usize,
+    check: &str,
+) -> String {
     let stat = |s: &Scenario, f: fn(&Sample) -> f64| {
         let mut values: Vec<f64> = s.samples.iter().map(f).collect();
         let (min, max) = values
@@ -201,7 +257,7 @@ fn report(scenarios: &[Scenario], seconds: u64, rounds: usize, meshward_allowed:
         .map(|s| stat(s, |x| x.rps).0)
         .unwrap_or(0.0);
     let mut out = format!(
-        "## Rate-limit filter benchmark\n\nEnvoy {} with 1 worker pinned to CPU 0, direct response; wrk -t1 -c{CONNECTIONS} pinned to CPU 1; \
+        "## {filter} benchmark\n\nEnvoy {} with 1 worker pinned to CPU 0, direct response; wrk -t1 -c{CONNECTIONS} pinned to CPU 1; \
          {rounds} interleaved rounds of {seconds} s; median (min–max).\n\n\
          | scenario | requests/s | p50 µs | p99 µs | throughput vs bare | added CPU µs/request |\n|---|---|---|---|---|---|\n",
         setup::ENVOY_VERSION
@@ -232,8 +288,7 @@ fn report(scenarios: &[Scenario], seconds: u64, rounds: usize, meshward_allowed:
         .map(|s| s.non_2xx)
         .sum();
     out.push_str(&format!(
-        "\nNon-2xx responses across all runs: {non_2xx} (the limits are set so nothing is limited). \
-         Meshward `allowed` counter: {meshward_allowed}.\n"
+        "\nNon-2xx responses across all runs: {non_2xx}. {check}\n"
     ));
     out
 }

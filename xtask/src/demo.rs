@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: builds the filter, starts the echo upstream and a real Envoy
+//! `cargo xtask demo`: builds the filters, starts the echo upstream and a real Envoy
 //! with examples/envoy/ratelimit-demo.yaml, prints curl lines to try, and stops
 //! everything on Ctrl-C.
 

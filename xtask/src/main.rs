@@ -4,6 +4,7 @@
 mod bench;
 mod build_wasm;
 mod demo;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -18,11 +19,13 @@ cargo xtask <command>
   build-wasm   build every filter for wasm32-wasip1 (release) into target/meshward-wasm/
   test         fmt, clippy, unit tests (native and wasm32 under Node), wasm build, e2e
                tests against real Envoy  — what CI runs
-  demo         Envoy + the rate-limit filter + an echo upstream on 127.0.0.1, with curl
+  demo         Envoy + the trace-inject and rate-limit filters + an echo upstream, with curl
                lines to try; Ctrl-C stops everything
-  bench ratelimit [--seconds N] [--rounds N]
-               requests/s and p50/p99: bare Envoy vs native local_ratelimit vs Meshward,
-               Envoy pinned to CPU 0 and wrk to CPU 1
+  bench <ratelimit|trace-inject> [--seconds N] [--rounds N]
+               requests/s and p50/p99 against bare Envoy (and Envoy's native filter where
+               one exists) in the same run; Envoy pinned to CPU 0, wrk to CPU 1
+  fuzz <filter> [--minutes N] [--target NAME]
+               run a cargo-fuzz target of filters/<filter>/fuzz (default 10 minutes)
 ";
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(),
         Some("demo") => demo::run(),
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
+        Some("fuzz") => fuzz::run(args.get(1..).unwrap_or_default()),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())
