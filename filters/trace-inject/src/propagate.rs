@@ -382,6 +382,7 @@ mod tests {
     use meshward_filter_common::random::SeededRandom;
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const TRACE_HEX: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
     fn run(config: &str, direction: Direction, headers: &[(&str, &str)]) -> Outcome {
         let config = parse(config.as_bytes()).unwrap();
@@ -537,6 +538,68 @@ mod tests {
         assert!(!deny.sampled());
         let bad = run("{}", Direction::Inbound, &[("b3", "garbage")]);
         assert_eq!(bad.restart, Some(Restart::InvalidB3));
+    }
+
+    #[test]
+    fn w3c_to_b3_to_w3c_round_trip_keeps_the_trace_and_chains_the_spans() {
+        // Hop 1: W3C in, B3 single out.
+        let hop1 = run(
+            r#"{"emit":["b3Single"]}"#,
+            Direction::Outbound,
+            &[("traceparent", PARENT)],
+        );
+        let b3 = set(&hop1, "b3").unwrap().to_string();
+        // Hop 2: B3 only in, W3C and B3 multi out.
+        let hop2 = run(
+            r#"{"emit":["w3c","b3Multi"]}"#,
+            Direction::Inbound,
+            &[("b3", &b3)],
+        );
+        assert_eq!(hop2.source, Source::B3);
+        assert_eq!(hop2.trace_id.hex(), TRACE_HEX);
+        assert_eq!(
+            hop2.parent_id,
+            Some(hop1.span_id),
+            "hop 1's span is hop 2's parent"
+        );
+        let w3c = TraceParent::parse(set(&hop2, "traceparent").unwrap()).unwrap();
+        assert_eq!(
+            (w3c.trace_id.hex().as_str(), w3c.sampled()),
+            (TRACE_HEX, true)
+        );
+        // Hop 3: back to W3C only.
+        let hop3 = run(
+            "{}",
+            Direction::Inbound,
+            &[
+                ("traceparent", set(&hop2, "traceparent").unwrap()),
+                ("x-b3-traceid", TRACE_HEX),
+            ],
+        );
+        assert_eq!(hop3.source, Source::W3c);
+        assert_eq!(hop3.parent_id, Some(hop2.span_id));
+        assert!(hop3.remove.contains(&"x-b3-traceid".to_string()));
+    }
+
+    #[test]
+    fn b3_64_bit_trace_ids_become_padded_w3c_ids() {
+        let outcome = run(
+            "{}",
+            Direction::Inbound,
+            &[
+                ("x-b3-traceid", "64fe8b2a57d3eff7"),
+                ("x-b3-spanid", "e457b5a2e4d86bd1"),
+                ("x-b3-sampled", "0"),
+            ],
+        );
+        let w3c = TraceParent::parse(set(&outcome, "traceparent").unwrap()).unwrap();
+        assert_eq!(w3c.trace_id.hex(), "000000000000000064fe8b2a57d3eff7");
+        assert!(!w3c.sampled());
+        assert_eq!(
+            w3c.flags & FLAG_RANDOM,
+            0,
+            "a converted id is not known to be random"
+        );
     }
 
     #[test]
