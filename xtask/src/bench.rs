@@ -55,7 +55,10 @@ fn parse_args(args: &[String]) -> Result<(String, u64, usize), String> {
 const TRACEPARENT: &str = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// (name, bootstrap, header) per scenario; the first is the baseline.
-fn scenarios(filter: &str) -> Result<Vec<(&'static str, Bootstrap, Option<&'static str>)>, String> {
+/// (name, bootstrap, request header wrk sends).
+type ScenarioSpec = (&'static str, Bootstrap, Option<&'static str>);
+
+fn scenarios(filter: &str) -> Result<Vec<ScenarioSpec>, String> {
     let base = Bootstrap::new(1).direct_response();
     Ok(match filter {
         "ratelimit" => vec![

@@ -51,24 +51,25 @@ impl Metrics {
         }
     }
 
+    /// `generated` counts traces started because nothing arrived; a trace started
+    /// because what arrived was unusable counts under `restarted.<reason>` instead.
     fn record(&self, outcome: &Outcome) {
-        match outcome.source {
-            Source::W3c => self.propagated.increment(),
-            Source::B3 => self.converted_from_b3.increment(),
-            Source::New => self.generated.increment(),
-        }
-        if let Some(restart) = &outcome.restart {
-            let reason = restart.reason();
-            if let Some((_, counter)) = self.restarted.iter().find(|(r, _)| *r == reason) {
-                counter.increment();
+        match (outcome.source, &outcome.restart) {
+            (Source::W3c, _) => self.propagated.increment(),
+            (Source::B3, _) => self.converted_from_b3.increment(),
+            (Source::New, None) => self.generated.increment(),
+            (Source::New, Some(restart)) => {
+                let reason = restart.reason();
+                if let Some((_, counter)) = self.restarted.iter().find(|(r, _)| *r == reason) {
+                    counter.increment();
+                }
             }
         }
         if outcome.tracestate_dropped {
             self.tracestate_dropped.increment();
         }
-        for _ in 0..outcome.baggage_dropped {
-            self.baggage_dropped.increment();
-        }
+        self.baggage_dropped
+            .add(u64::try_from(outcome.baggage_dropped).unwrap_or(u64::MAX));
     }
 }
 

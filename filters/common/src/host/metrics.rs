@@ -22,8 +22,14 @@ impl Counter {
     }
 
     pub fn increment(&self) {
-        if let Some(id) = self.id {
-            let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+        self.add(1);
+    }
+
+    pub fn add(&self, amount: u64) {
+        if let (Some(id), Ok(amount)) = (self.id, i64::try_from(amount)) {
+            if amount > 0 {
+                let _ = proxy_wasm::hostcalls::increment_metric(id, amount);
+            }
         }
     }
 }
