@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType};
+use proxy_wasm::types::{Action, ContextType};
 
 use crate::config::{self, CompiledConfig};
 use crate::headers;
@@ -15,6 +15,7 @@ use meshward_filter_common::clock::Clock;
 use meshward_filter_common::host::clock::HostClock;
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
+use meshward_filter_common::host::plugin;
 use meshward_filter_common::host::request::read_request_head;
 use meshward_filter_common::host::shared_data::HostSharedData;
 use meshward_filter_common::problem;
@@ -59,11 +60,7 @@ impl Context for RateLimitRoot {}
 
 impl RootContext for RateLimitRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes =
-            proxy_wasm::hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+        let bytes = plugin::configuration_bytes();
         let config = match config::parse(&bytes) {
             Ok(config) => config,
             Err(err) => {
@@ -168,13 +165,7 @@ impl HttpContext for RateLimitHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in self.allowed_fields.drain(..) {
-            let _ = proxy_wasm::hostcalls::set_map_value(
-                proxy_wasm::types::MapType::HttpResponseHeaders,
-                name,
-                Some(&value),
-            );
-        }
+        plugin::set_response_headers(self.allowed_fields.drain(..));
         Action::Continue
     }
 }

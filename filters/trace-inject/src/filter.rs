@@ -5,12 +5,13 @@
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
+use proxy_wasm::types::{Action, ContextType, MapType};
 
 use crate::config::{self, CompiledConfig, Direction, DirectionSetting};
 use crate::propagate::{self, Outcome, Source};
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
+use meshward_filter_common::host::plugin;
 use meshward_filter_common::host::random::HostRandom;
 use meshward_filter_common::host::request::read_request_head;
 
@@ -87,11 +88,7 @@ impl Context for TraceInjectRoot {}
 
 impl RootContext for TraceInjectRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes =
-            proxy_wasm::hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+        let bytes = plugin::configuration_bytes();
         match config::parse(&bytes) {
             Ok(config) => {
                 self.runtime = Some(Rc::new(Runtime {
@@ -193,13 +190,7 @@ impl HttpContext for TraceInjectHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        for (name, value) in self.response.drain(..) {
-            let _ = proxy_wasm::hostcalls::set_map_value(
-                MapType::HttpResponseHeaders,
-                &name,
-                Some(&value),
-            );
-        }
+        plugin::set_response_headers(self.response.drain(..));
         Action::Continue
     }
 }

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod log;
 pub mod metrics;
+pub mod plugin;
 pub mod random;
 pub mod request;
 pub mod shared_data;
