@@ -54,7 +54,8 @@ pub struct Outcome {
     pub restart: Option<Restart>,
     pub tracestate_dropped: bool,
     pub baggage_dropped: usize,
-    /// Request headers to remove (first), then to set.
+    /// Request headers to remove (first), then to set (replacing a single existing
+    /// value). Only headers the request carries are listed for removal.
     pub remove: Vec<String>,
     pub set: Vec<(String, String)>,
     /// Response headers to add.
@@ -231,6 +232,13 @@ pub fn process(
     if let Some(header) = &config.debug_header {
         outcome.response.push((header.clone(), trace_id.hex()));
     }
+    // Every removal is a host call: only remove what is there, and let a set replace a
+    // single existing value (a repeated header is removed first so no copy survives).
+    let set = &outcome.set;
+    outcome.remove.retain(|name| {
+        let present = request.header_values(name).count();
+        present > 1 || (present == 1 && !set.iter().any(|(n, _)| n == name))
+    });
     outcome
 }
 
@@ -599,6 +607,32 @@ mod tests {
             w3c.flags & FLAG_RANDOM,
             0,
             "a converted id is not known to be random"
+        );
+    }
+
+    #[test]
+    fn only_present_headers_are_removed_and_repeats_are_removed_before_setting() {
+        let plain = run("{}", Direction::Inbound, &[("traceparent", PARENT)]);
+        assert!(
+            plain.remove.is_empty(),
+            "traceparent is replaced, nothing else is present: {:?}",
+            plain.remove
+        );
+        let stale = run(
+            "{}",
+            Direction::Inbound,
+            &[("traceparent", PARENT), ("b3", "0")],
+        );
+        assert_eq!(stale.remove, ["b3"]);
+        let twice = run(
+            "{}",
+            Direction::Inbound,
+            &[("traceparent", PARENT), ("traceparent", PARENT)],
+        );
+        assert_eq!(
+            twice.remove,
+            ["traceparent"],
+            "removed first so the set leaves exactly one"
         );
     }
 
