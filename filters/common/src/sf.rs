@@ -94,6 +94,89 @@ pub fn is_token(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&b))
 }
 
+/// Parses a field whose value is an sf-string Item (RFC 9651 §4.2): `"..."` with `\\"`
+/// and `\\\\` escapes, printable ASCII only, optionally followed by parameters (which
+/// are validated and ignored). Surrounding spaces are allowed. Returns the string.
+pub fn parse_string_item(input: &str) -> Result<String, String> {
+    let input = input.trim_matches(' ');
+    let rest = input
+        .strip_prefix('"')
+        .ok_or("expected an sf-string (a value in double quotes)")?;
+    let mut value = String::new();
+    let mut chars = rest.char_indices();
+    let after = loop {
+        let Some((at, c)) = chars.next() else {
+            return Err("unterminated sf-string".into());
+        };
+        match c {
+            '\\' => match chars.next() {
+                Some((_, escaped @ ('"' | '\\'))) => value.push(escaped),
+                _ => {
+                    return Err(
+                        "invalid escape in sf-string (only \\\" and \\\\ are allowed)".into(),
+                    )
+                }
+            },
+            '"' => break rest.get(at + 1..).unwrap_or(""),
+            ' '..='~' => value.push(c),
+            _ => return Err("sf-strings may only contain printable ASCII".into()),
+        }
+    };
+    validate_parameters(after)?;
+    Ok(value)
+}
+
+/// `*( ";" *SP key [ "=" bare-item ] )` with simple bare items (token, integer, string,
+/// boolean); anything else is an error.
+fn validate_parameters(mut rest: &str) -> Result<(), String> {
+    while !rest.is_empty() {
+        rest = rest
+            .strip_prefix(';')
+            .ok_or("unexpected characters after the sf-string")?
+            .trim_start_matches(' ');
+        let key_end = rest
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.*".contains(c)))
+            .unwrap_or(rest.len());
+        let (key, after_key) = rest.split_at(key_end);
+        if !key.starts_with(|c: char| c.is_ascii_lowercase() || c == '*') {
+            return Err("invalid parameter key".into());
+        }
+        rest = match after_key.strip_prefix('=') {
+            None => after_key,
+            Some(value) => {
+                let end = if value.starts_with('"') {
+                    let mut escaped = false;
+                    value
+                        .char_indices()
+                        .skip(1)
+                        .find(|(_, c)| {
+                            let closes = *c == '"' && !escaped;
+                            escaped = *c == '\\' && !escaped;
+                            closes
+                        })
+                        .map(|(at, _)| at + 1)
+                        .ok_or("unterminated sf-string in a parameter")?
+                } else {
+                    value.find(';').unwrap_or(value.len())
+                };
+                let (bare, after_value) = value.split_at(end);
+                let simple = bare.starts_with('"')
+                    || bare == "?0"
+                    || bare == "?1"
+                    || (!bare.is_empty()
+                        && bare.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || b"-.*:/!#$%&'+^_`|~".contains(&b)
+                        }));
+                if !simple {
+                    return Err("invalid parameter value".into());
+                }
+                after_value
+            }
+        };
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
@@ -127,6 +210,38 @@ mod tests {
         let mut out = String::new();
         serialize_item(&Item::new(BareItem::Integer(i64::MAX)), &mut out);
         assert_eq!(out, "999999999999999");
+    }
+
+    #[test]
+    fn parses_sf_string_items() {
+        assert_eq!(
+            parse_string_item(r#""8e03978e-40d5-43e8-bc93-6894a57f9324""#).as_deref(),
+            Ok("8e03978e-40d5-43e8-bc93-6894a57f9324")
+        );
+        assert_eq!(
+            parse_string_item(r#" "a \"quoted\" \\ key" "#).as_deref(),
+            Ok(r#"a "quoted" \ key"#)
+        );
+        assert_eq!(
+            parse_string_item(r#""k";a=1;b;c="x;y""#).as_deref(),
+            Ok("k"),
+            "parameters are allowed and ignored"
+        );
+        assert_eq!(parse_string_item(r#""""#).as_deref(), Ok(""));
+        for bad in [
+            "",
+            "abc",
+            "\"abc",
+            "\"a\\x\"",
+            "\"é\"",
+            "\"a\" b",
+            "\"a\";",
+            "\"a\";A=1",
+            "\"a\";k=(1)",
+            "\"tab\there\"",
+        ] {
+            assert!(parse_string_item(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,260 @@
+//! The filter's JSON configuration (schema in README.md), validated into
+//! [`CompiledConfig`] at `on_configure`. Unknown fields are errors; errors name their
+//! JSON path.
+
+use serde::Deserialize;
+
+use crate::response::DEFAULT_REPLAY_HEADERS;
+use meshward_filter_common::config_error::{parse_json, ConfigError, JsonPath};
+use meshward_filter_common::duration::parse_duration_nanos;
+use meshward_filter_common::matcher::{validate_header_name, RequestMatchConfig, RequestMatcher};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KeyRequirement {
+    Required,
+    #[default]
+    Optional,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Oversized {
+    /// 413 problem+json.
+    #[default]
+    Reject,
+    /// Forward without idempotency (counted).
+    PassThrough,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FailureMode {
+    /// Forward without idempotency.
+    Allow,
+    /// 503 problem+json: never risk a second execution.
+    #[default]
+    Deny,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdempotencyConfig {
+    pub methods: Option<Vec<String>>,
+    pub header: Option<String>,
+    #[serde(default)]
+    pub lenient: bool,
+    pub max_key_length: Option<usize>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    pub max_body_bytes: Option<usize>,
+    #[serde(default)]
+    pub oversized_body: Oversized,
+    pub lock_timeout: Option<String>,
+    pub ttl: Option<String>,
+    #[serde(default, rename = "store5xx")]
+    pub store_5xx: bool,
+    pub max_response_bytes: Option<usize>,
+    #[serde(default)]
+    pub replay_headers: Vec<String>,
+    #[serde(default)]
+    pub replay_set_cookie: bool,
+    pub max_entries: Option<u32>,
+    pub max_stored_bytes: Option<u64>,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(default, rename = "match")]
+    pub request_match: RequestMatchConfig,
+    #[serde(default)]
+    pub key: KeyRequirement,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdentityConfig {
+    /// Set by Meshward's authz filter from the verified token (it strips client
+    /// copies). Without authz in front, a client could send it: use `headers` your
+    /// edge sets, or `clientAddress`.
+    #[serde(default = "default_principal_header")]
+    pub principal_header: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub client_address: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self { principal_header: default_principal_header(), headers: Vec::new(), client_address: false }
+    }
+}
+
+fn default_principal_header() -> Option<String> {
+    Some("x-meshward-principal".into())
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledRoute {
+    pub name: String,
+    pub matcher: RequestMatcher,
+    pub key: KeyRequirement,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompiledConfig {
+    pub methods: Vec<String>,
+    pub header: String,
+    pub lenient: bool,
+    pub max_key_length: usize,
+    pub routes: Vec<CompiledRoute>,
+    pub identity_headers: Vec<String>,
+    pub identity_client_address: bool,
+    pub max_body_bytes: usize,
+    pub oversized_body: Oversized,
+    pub lock_nanos: u64,
+    pub ttl_nanos: u64,
+    pub store_5xx: bool,
+    pub max_response_bytes: usize,
+    pub replay_headers: Vec<String>,
+    pub replay_set_cookie: bool,
+    pub max_entries: u32,
+    pub max_stored_bytes: u64,
+    pub failure_mode: FailureMode,
+}
+
+pub const DEFAULT_MAX_ENTRIES: u32 = 10_000;
+pub const DEFAULT_MAX_STORED_BYTES: u64 = 64 * 1024 * 1024;
+const NEVER_IDEMPOTENT: [&str; 4] = ["GET", "HEAD", "OPTIONS", "TRACE"];
+
+pub fn parse(bytes: &[u8]) -> Result<CompiledConfig, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return parse_json::<IdempotencyConfig>(b"{}")?.compile();
+    }
+    parse_json::<IdempotencyConfig>(bytes)?.compile()
+}
+
+fn duration(text: Option<&str>, default: &str, path: JsonPath) -> Result<u64, ConfigError> {
+    parse_duration_nanos(text.unwrap_or(default)).map_err(|err| path.error(err))
+}
+
+impl IdempotencyConfig {
+    pub fn compile(&self) -> Result<CompiledConfig, ConfigError> {
+        let root = JsonPath::root();
+        let methods = self.methods.clone().unwrap_or_else(|| vec!["POST".into(), "PATCH".into()]);
+        for (i, method) in methods.iter().enumerate() {
+            if NEVER_IDEMPOTENT.contains(&method.as_str()) {
+                return Err(root.field("methods").index(i).error(format!("{method} requests never use idempotency keys")));
+            }
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(root.field("methods").index(i).error(format!("{method:?} is not an HTTP method (uppercase)")));
+            }
+        }
+        let header = validate_header_name(self.header.as_deref().unwrap_or("idempotency-key"), &root.field("header"))?;
+        let max_key_length = self.max_key_length.unwrap_or(255);
+        if !(1..=4096).contains(&max_key_length) {
+            return Err(root.field("maxKeyLength").error("expected 1 to 4096"));
+        }
+        let routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| {
+                let at = root.field("routes").index(i);
+                if route.name.is_empty() || route.name.len() > 64 {
+                    return Err(at.field("name").error("expected 1 to 64 characters"));
+                }
+                Ok(CompiledRoute { name: route.name.clone(), matcher: route.request_match.compile(&at.field("match"))?, key: route.key })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let identity = root.field("identity");
+        let mut identity_headers = Vec::new();
+        if let Some(principal) = &self.identity.principal_header {
+            identity_headers.push(validate_header_name(principal, &identity.field("principalHeader"))?);
+        }
+        for (i, name) in self.identity.headers.iter().enumerate() {
+            identity_headers.push(validate_header_name(name, &identity.field("headers").index(i))?);
+        }
+        let positive = |value: Option<usize>, default: usize, name: &str| -> Result<usize, ConfigError> {
+            match value.unwrap_or(default) {
+                0 => Err(root.field(name).error("must be greater than zero")),
+                n => Ok(n),
+            }
+        };
+        let mut replay_headers: Vec<String> = DEFAULT_REPLAY_HEADERS.iter().map(|h| h.to_string()).collect();
+        for (i, name) in self.replay_headers.iter().enumerate() {
+            replay_headers.push(validate_header_name(name, &root.field("replayHeaders").index(i))?);
+        }
+        let max_entries = self.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES);
+        if !(1..=1_000_000).contains(&max_entries) {
+            return Err(root.field("maxEntries").error("expected 1 to 1000000"));
+        }
+        Ok(CompiledConfig {
+            methods,
+            header,
+            lenient: self.lenient,
+            max_key_length,
+            routes,
+            identity_headers,
+            identity_client_address: self.identity.client_address,
+            max_body_bytes: positive(self.max_body_bytes, 64 * 1024, "maxBodyBytes")?,
+            oversized_body: self.oversized_body,
+            lock_nanos: duration(self.lock_timeout.as_deref(), "30s", root.field("lockTimeout"))?,
+            ttl_nanos: duration(self.ttl.as_deref(), "24h", root.field("ttl"))?,
+            store_5xx: self.store_5xx,
+            max_response_bytes: positive(self.max_response_bytes, 64 * 1024, "maxResponseBytes")?,
+            replay_headers,
+            replay_set_cookie: self.replay_set_cookie,
+            max_entries,
+            max_stored_bytes: self.max_stored_bytes.unwrap_or(DEFAULT_MAX_STORED_BYTES).max(1),
+            failure_mode: self.failure_mode,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config = parse(b"").unwrap();
+        assert_eq!(config.methods, ["POST", "PATCH"]);
+        assert_eq!(config.header, "idempotency-key");
+        assert_eq!(config.max_key_length, 255);
+        assert_eq!(config.identity_headers, ["x-meshward-principal"]);
+        assert_eq!(config.ttl_nanos, 24 * 3600 * 1_000_000_000);
+        assert_eq!(config.lock_nanos, 30 * 1_000_000_000);
+        assert_eq!(config.failure_mode, FailureMode::Deny);
+        assert!(config.routes.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_json_path() {
+        let cases = [
+            (r#"{"methods":["GET"]}"#, "methods[0]"),
+            (r#"{"ttl":"forever"}"#, "ttl"),
+            (r#"{"lockTimeout":"0s"}"#, "lockTimeout"),
+            (r#"{"routes":[{"name":"","key":"required"}]}"#, "routes[0].name"),
+            (r#"{"routes":[{"name":"r","key":"always"}]}"#, "routes[0].key"),
+            (r#"{"identity":{"headers":["bad header"]}}"#, "identity.headers[0]"),
+            (r#"{"maxResponseBytes":0}"#, "maxResponseBytes"),
+            (r#"{"maxEntries":0}"#, "maxEntries"),
+            (r#"{"store5XX":true}"#, "store5XX"),
+        ];
+        for (json, path) in cases {
+            let err = parse(json.as_bytes()).expect_err(json);
+            assert_eq!(err.path, path, "{json}: {err}");
+        }
+    }
+}

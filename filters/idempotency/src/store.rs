@@ -1,0 +1,84 @@
+//! Where idempotency records live. The trait is what the filter's state machine needs;
+//! [`crate::table::SharedDataRecords`] implements it over proxy-wasm shared data (one
+//! Envoy); a remote implementation (Redis/Valkey via a gRPC service) comes with the
+//! multi-replica issue.
+
+use crate::fingerprint::Digest128;
+use crate::response::StoredResponse;
+use meshward_filter_common::store::StoreError;
+
+/// Proof of owning an in-flight record; needed to complete or release it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// Why a completed execution's response is not replayable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotStored {
+    TooLarge,
+    Streaming,
+    StoreFull,
+}
+
+impl NotStored {
+    pub fn code(self) -> u8 {
+        match self {
+            NotStored::TooLarge => 1,
+            NotStored::Streaming => 2,
+            NotStored::StoreFull => 3,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(NotStored::TooLarge),
+            2 => Some(NotStored::Streaming),
+            3 => Some(NotStored::StoreFull),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotStored::TooLarge => "the response was larger than maxResponseBytes",
+            NotStored::Streaming => "the response was a stream",
+            NotStored::StoreFull => "the idempotency store was full (maxStoredBytes)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// First time: execute, then complete or release with this lease. `evicted`: an
+    /// older completed record was dropped to make room.
+    Execute { lease: Lease, evicted: bool },
+    /// Another request with this key is executing.
+    InFlight,
+    /// The key was used with a different payload.
+    Mismatch,
+    /// Already executed: replay this.
+    Completed(StoredResponse),
+    /// Already executed, but the response was not stored.
+    CompletedNotStored(NotStored),
+    /// No room for a new record (every entry of its page is in flight).
+    Full,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Stored,
+    NotStored(NotStored),
+    /// The lease expired and the slot moved on; nothing was recorded.
+    LeaseLost,
+}
+
+pub trait RecordStore {
+    /// Looks up `scope`; reserves it for execution when it is new (or expired).
+    fn reserve(&self, scope: &Digest128, fingerprint: &Digest128, now: u64, lock_nanos: u64) -> Result<Reservation, StoreError>;
+    /// Stores the response (or marks it not stored) for `ttl_nanos`.
+    fn complete(&self, lease: Lease, response: Result<&StoredResponse, NotStored>, now: u64, ttl_nanos: u64) -> Result<Finish, StoreError>;
+    /// Gives the key back so a retry executes again.
+    fn release(&self, lease: Lease) -> Result<(), StoreError>;
+}
