@@ -70,6 +70,17 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// Closes the connection without answering (an upstream reset).
+    pub fn reset() -> Self {
+        Self {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+}
+
 /// Decides the reply for each recorded request (runs on the connection's thread).
 pub type Handler = Arc<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>;
 
@@ -172,6 +183,9 @@ fn serve_connection(
             all.push(request.clone());
         }
         let reply = handler(&request);
+        if reply.status == 0 {
+            return;
+        }
         let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
         for (name, value) in &reply.headers {
             head.push_str(&format!("{name}: {value}\r\n"));

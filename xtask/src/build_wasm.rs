@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use crate::run::{cargo, root, step};
 
 /// (cargo package, module file name without `.wasm`)
-pub const FILTERS: [(&str, &str); 2] = [
+pub const FILTERS: [(&str, &str); 3] = [
     ("meshward-ratelimit", "meshward_ratelimit"),
     ("meshward-trace-inject", "meshward_trace_inject"),
+    ("meshward-idempotency", "meshward_idempotency"),
 ];
 
 pub fn run() -> Result<Vec<PathBuf>, String> {

@@ -8,10 +8,11 @@ use crate::run::{cargo, output, path_with_tools, step};
 use crate::{build_wasm, setup};
 
 /// Crates whose core is also tested as wasm32-unknown-unknown (without proxy-wasm).
-const WASM_TESTED: [&str; 3] = [
+const WASM_TESTED: [&str; 4] = [
     "meshward-filter-common",
     "meshward-ratelimit",
     "meshward-trace-inject",
+    "meshward-idempotency",
 ];
 
 pub fn run() -> Result<(), String> {

@@ -93,7 +93,11 @@ pub struct IdentityConfig {
 
 impl Default for IdentityConfig {
     fn default() -> Self {
-        Self { principal_header: default_principal_header(), headers: Vec::new(), client_address: false }
+        Self {
+            principal_header: default_principal_header(),
+            headers: Vec::new(),
+            client_address: false,
+        }
     }
 }
 
@@ -148,16 +152,28 @@ fn duration(text: Option<&str>, default: &str, path: JsonPath) -> Result<u64, Co
 impl IdempotencyConfig {
     pub fn compile(&self) -> Result<CompiledConfig, ConfigError> {
         let root = JsonPath::root();
-        let methods = self.methods.clone().unwrap_or_else(|| vec!["POST".into(), "PATCH".into()]);
+        let methods = self
+            .methods
+            .clone()
+            .unwrap_or_else(|| vec!["POST".into(), "PATCH".into()]);
         for (i, method) in methods.iter().enumerate() {
             if NEVER_IDEMPOTENT.contains(&method.as_str()) {
-                return Err(root.field("methods").index(i).error(format!("{method} requests never use idempotency keys")));
+                return Err(root
+                    .field("methods")
+                    .index(i)
+                    .error(format!("{method} requests never use idempotency keys")));
             }
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-                return Err(root.field("methods").index(i).error(format!("{method:?} is not an HTTP method (uppercase)")));
+                return Err(root
+                    .field("methods")
+                    .index(i)
+                    .error(format!("{method:?} is not an HTTP method (uppercase)")));
             }
         }
-        let header = validate_header_name(self.header.as_deref().unwrap_or("idempotency-key"), &root.field("header"))?;
+        let header = validate_header_name(
+            self.header.as_deref().unwrap_or("idempotency-key"),
+            &root.field("header"),
+        )?;
         let max_key_length = self.max_key_length.unwrap_or(255);
         if !(1..=4096).contains(&max_key_length) {
             return Err(root.field("maxKeyLength").error("expected 1 to 4096"));
@@ -171,26 +187,43 @@ impl IdempotencyConfig {
                 if route.name.is_empty() || route.name.len() > 64 {
                     return Err(at.field("name").error("expected 1 to 64 characters"));
                 }
-                Ok(CompiledRoute { name: route.name.clone(), matcher: route.request_match.compile(&at.field("match"))?, key: route.key })
+                Ok(CompiledRoute {
+                    name: route.name.clone(),
+                    matcher: route.request_match.compile(&at.field("match"))?,
+                    key: route.key,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let identity = root.field("identity");
         let mut identity_headers = Vec::new();
         if let Some(principal) = &self.identity.principal_header {
-            identity_headers.push(validate_header_name(principal, &identity.field("principalHeader"))?);
+            identity_headers.push(validate_header_name(
+                principal,
+                &identity.field("principalHeader"),
+            )?);
         }
         for (i, name) in self.identity.headers.iter().enumerate() {
-            identity_headers.push(validate_header_name(name, &identity.field("headers").index(i))?);
+            identity_headers.push(validate_header_name(
+                name,
+                &identity.field("headers").index(i),
+            )?);
         }
-        let positive = |value: Option<usize>, default: usize, name: &str| -> Result<usize, ConfigError> {
-            match value.unwrap_or(default) {
-                0 => Err(root.field(name).error("must be greater than zero")),
-                n => Ok(n),
-            }
-        };
-        let mut replay_headers: Vec<String> = DEFAULT_REPLAY_HEADERS.iter().map(|h| h.to_string()).collect();
+        let positive =
+            |value: Option<usize>, default: usize, name: &str| -> Result<usize, ConfigError> {
+                match value.unwrap_or(default) {
+                    0 => Err(root.field(name).error("must be greater than zero")),
+                    n => Ok(n),
+                }
+            };
+        let mut replay_headers: Vec<String> = DEFAULT_REPLAY_HEADERS
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
         for (i, name) in self.replay_headers.iter().enumerate() {
-            replay_headers.push(validate_header_name(name, &root.field("replayHeaders").index(i))?);
+            replay_headers.push(validate_header_name(
+                name,
+                &root.field("replayHeaders").index(i),
+            )?);
         }
         let max_entries = self.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES);
         if !(1..=1_000_000).contains(&max_entries) {
@@ -206,14 +239,21 @@ impl IdempotencyConfig {
             identity_client_address: self.identity.client_address,
             max_body_bytes: positive(self.max_body_bytes, 64 * 1024, "maxBodyBytes")?,
             oversized_body: self.oversized_body,
-            lock_nanos: duration(self.lock_timeout.as_deref(), "30s", root.field("lockTimeout"))?,
+            lock_nanos: duration(
+                self.lock_timeout.as_deref(),
+                "30s",
+                root.field("lockTimeout"),
+            )?,
             ttl_nanos: duration(self.ttl.as_deref(), "24h", root.field("ttl"))?,
             store_5xx: self.store_5xx,
             max_response_bytes: positive(self.max_response_bytes, 64 * 1024, "maxResponseBytes")?,
             replay_headers,
             replay_set_cookie: self.replay_set_cookie,
             max_entries,
-            max_stored_bytes: self.max_stored_bytes.unwrap_or(DEFAULT_MAX_STORED_BYTES).max(1),
+            max_stored_bytes: self
+                .max_stored_bytes
+                .unwrap_or(DEFAULT_MAX_STORED_BYTES)
+                .max(1),
             failure_mode: self.failure_mode,
         })
     }
@@ -245,9 +285,18 @@ mod tests {
             (r#"{"methods":["GET"]}"#, "methods[0]"),
             (r#"{"ttl":"forever"}"#, "ttl"),
             (r#"{"lockTimeout":"0s"}"#, "lockTimeout"),
-            (r#"{"routes":[{"name":"","key":"required"}]}"#, "routes[0].name"),
-            (r#"{"routes":[{"name":"r","key":"always"}]}"#, "routes[0].key"),
-            (r#"{"identity":{"headers":["bad header"]}}"#, "identity.headers[0]"),
+            (
+                r#"{"routes":[{"name":"","key":"required"}]}"#,
+                "routes[0].name",
+            ),
+            (
+                r#"{"routes":[{"name":"r","key":"always"}]}"#,
+                "routes[0].key",
+            ),
+            (
+                r#"{"identity":{"headers":["bad header"]}}"#,
+                "identity.headers[0]",
+            ),
             (r#"{"maxResponseBytes":0}"#, "maxResponseBytes"),
             (r#"{"maxEntries":0}"#, "maxEntries"),
             (r#"{"store5XX":true}"#, "store5XX"),

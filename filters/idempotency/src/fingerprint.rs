@@ -55,8 +55,17 @@ mod tests {
 
     #[test]
     fn scopes_separate_callers_and_part_boundaries() {
-        assert_ne!(scope(&["alice"], "POST", "r", "k"), scope(&["bob"], "POST", "r", "k"));
-        assert_ne!(scope(&["ab"], "POST", "r", "k"), scope(&["a", "b"], "POST", "r", "k"));
-        assert_eq!(scope(&["alice"], "POST", "r", "k"), scope(&["alice"], "POST", "r", "k"));
+        assert_ne!(
+            scope(&["alice"], "POST", "r", "k"),
+            scope(&["bob"], "POST", "r", "k")
+        );
+        assert_ne!(
+            scope(&["ab"], "POST", "r", "k"),
+            scope(&["a", "b"], "POST", "r", "k")
+        );
+        assert_eq!(
+            scope(&["alice"], "POST", "r", "k"),
+            scope(&["alice"], "POST", "r", "k")
+        );
     }
 }

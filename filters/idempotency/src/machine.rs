@@ -23,14 +23,27 @@ pub struct Reply {
 
 impl Reply {
     fn problem(status: u16, kind: &str, title: &str, detail: String) -> Self {
-        let problem = Problem { type_uri: format!("{PROBLEM_BASE}{kind}"), title: title.into(), status, detail };
-        Self { status, headers: vec![("content-type".into(), CONTENT_TYPE.into())], body: problem.to_json().into_bytes() }
+        let problem = Problem {
+            type_uri: format!("{PROBLEM_BASE}{kind}"),
+            title: title.into(),
+            status,
+            detail,
+        };
+        Self {
+            status,
+            headers: vec![("content-type".into(), CONTENT_TYPE.into())],
+            body: problem.to_json().into_bytes(),
+        }
     }
 
     fn replay(stored: StoredResponse) -> Self {
         let mut headers = stored.headers;
         headers.push(("idempotent-replayed".into(), "true".into()));
-        Self { status: stored.status, headers, body: stored.body }
+        Self {
+            status: stored.status,
+            headers,
+            body: stored.body,
+        }
     }
 }
 
@@ -46,34 +59,57 @@ pub enum RequestPlan {
 }
 
 pub fn plan_request(config: &CompiledConfig, request: &RequestHead) -> RequestPlan {
-    let Some(method) = request.method() else { return RequestPlan::Skip };
+    let Some(method) = request.method() else {
+        return RequestPlan::Skip;
+    };
     if !config.methods.iter().any(|m| m == method) {
         return RequestPlan::Skip;
     }
     let (route, requirement) = if config.routes.is_empty() {
         ("", KeyRequirement::Optional)
     } else {
-        match config.routes.iter().find(|route| route.matcher.matches(request)) {
+        match config
+            .routes
+            .iter()
+            .find(|route| route.matcher.matches(request))
+        {
             Some(route) => (route.name.as_str(), route.key),
             None => return RequestPlan::Skip,
         }
     };
-    let key = match parse_key(request.header_values(&config.header), config.lenient, config.max_key_length) {
+    let key = match parse_key(
+        request.header_values(&config.header),
+        config.lenient,
+        config.max_key_length,
+    ) {
         Ok(key) => key,
-        Err(KeyError::Missing) if requirement == KeyRequirement::Optional => return RequestPlan::Skip,
+        Err(KeyError::Missing) if requirement == KeyRequirement::Optional => {
+            return RequestPlan::Skip
+        }
         Err(err) => {
             let (kind, title) = match err {
                 KeyError::Missing => ("idempotency-key-missing", "Idempotency-Key Missing"),
                 _ => ("idempotency-key-invalid", "Invalid Idempotency-Key"),
             };
-            return RequestPlan::Reject(Reply::problem(400, kind, title, err.detail("Idempotency-Key")));
+            return RequestPlan::Reject(Reply::problem(
+                400,
+                kind,
+                title,
+                err.detail("Idempotency-Key"),
+            ));
         }
     };
-    let mut identity: Vec<&str> = config.identity_headers.iter().map(|h| request.header(h).unwrap_or("")).collect();
+    let mut identity: Vec<&str> = config
+        .identity_headers
+        .iter()
+        .map(|h| request.header(h).unwrap_or(""))
+        .collect();
     if config.identity_client_address {
         identity.push(request.source_ip().unwrap_or(""));
     }
-    RequestPlan::Check { scope: scope(&identity, method, route, &key) }
+    RequestPlan::Check {
+        scope: scope(&identity, method, route, &key),
+    }
 }
 
 /// The 413 for a body over `maxBodyBytes` (`oversizedBody: reject`).
@@ -82,7 +118,10 @@ pub fn body_too_large(config: &CompiledConfig) -> Reply {
         413,
         "idempotency-body-too-large",
         "Request Body Too Large",
-        format!("requests with an Idempotency-Key may carry at most {} bytes of body", config.max_body_bytes),
+        format!(
+            "requests with an Idempotency-Key may carry at most {} bytes of body",
+            config.max_body_bytes
+        ),
     )
 }
 
@@ -90,12 +129,18 @@ pub fn body_too_large(config: &CompiledConfig) -> Reply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Execute upstream exactly once under this lease.
-    Forward { lease: Lease, evicted: bool },
+    Forward {
+        lease: Lease,
+        evicted: bool,
+    },
     Replay(Reply),
     Conflict(Reply),
     Mismatch(Reply),
     /// The store could not decide; `failureMode` chose.
-    Unavailable { reply: Option<Reply>, error: String },
+    Unavailable {
+        reply: Option<Reply>,
+        error: String,
+    },
 }
 
 pub fn decide(config: &CompiledConfig, reservation: Result<Reservation, StoreError>) -> Decision {
@@ -159,18 +204,30 @@ pub enum ResponsePlan {
 
 /// `via_upstream`: the status came from the upstream (Envoy's `response.code_details`
 /// is `via_upstream`), not from Envoy (resets, timeouts, no healthy host).
-pub fn plan_response(config: &CompiledConfig, status: u16, via_upstream: bool, content_type: Option<&str>) -> ResponsePlan {
+pub fn plan_response(
+    config: &CompiledConfig,
+    status: u16,
+    via_upstream: bool,
+    content_type: Option<&str>,
+) -> ResponsePlan {
     if !via_upstream || (status >= 500 && !config.store_5xx) || !(200..600).contains(&status) {
         return ResponsePlan::Release;
     }
-    if content_type.is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("text/event-stream")) {
+    if content_type.is_some_and(|ct| {
+        ct.trim()
+            .to_ascii_lowercase()
+            .starts_with("text/event-stream")
+    }) {
         return ResponsePlan::NotStored(NotStored::Streaming);
     }
     ResponsePlan::Capture
 }
 
 /// The replayable subset of the upstream's response headers.
-pub fn replay_headers(config: &CompiledConfig, headers: &[(String, String)]) -> Vec<(String, String)> {
+pub fn replay_headers(
+    config: &CompiledConfig,
+    headers: &[(String, String)],
+) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(name, _)| is_replayed(name, &config.replay_headers, config.replay_set_cookie))
@@ -191,10 +248,11 @@ mod tests {
     use meshward_filter_common::clock::{Clock, FakeClock};
     use meshward_filter_common::store::InMemoryStore;
 
-    const SECOND: u64 = 1_000_000_000;
-
     fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
-        let mut pairs = vec![(":method".to_string(), method.to_string()), (":path".to_string(), path.to_string())];
+        let mut pairs = vec![
+            (":method".to_string(), method.to_string()),
+            (":path".to_string(), path.to_string()),
+        ];
         pairs.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         RequestHead::new(pairs, Some("10.1.2.3:4444".into()))
     }
@@ -215,13 +273,22 @@ mod tests {
 
     impl World {
         fn new(json: &str) -> Self {
-            let world = Self { config: parse(json.as_bytes()).unwrap(), store: InMemoryStore::new(), clock: FakeClock::at_seconds(1_700_000_000) };
+            let world = Self {
+                config: parse(json.as_bytes()).unwrap(),
+                store: InMemoryStore::new(),
+                clock: FakeClock::at_seconds(1_700_000_000),
+            };
             world.records().prepare().unwrap();
             world
         }
 
         fn records(&self) -> SharedDataRecords<'_> {
-            SharedDataRecords::new(&self.store, "test", self.config.max_entries, self.config.max_stored_bytes)
+            SharedDataRecords::new(
+                &self.store,
+                "test",
+                self.config.max_entries,
+                self.config.max_stored_bytes,
+            )
         }
 
         fn arrive(&self, key: &str, body: &[u8]) -> Decision {
@@ -229,40 +296,146 @@ mod tests {
         }
 
         fn arrive_as(&self, key: &str, body: &[u8], principal: &str) -> Decision {
-            let req = request("POST", "/orders", &[("idempotency-key", key), ("x-meshward-principal", principal)]);
+            let req = request(
+                "POST",
+                "/orders",
+                &[
+                    ("idempotency-key", key),
+                    ("x-meshward-principal", principal),
+                ],
+            );
             let scope = scope_of(&self.config, &req);
-            let reservation = self.records().reserve(&scope, &fingerprint("POST", "/orders", body), self.clock.now_nanos(), self.config.lock_nanos);
+            let reservation = self.records().reserve(
+                &scope,
+                &fingerprint("POST", "/orders", body),
+                self.clock.now_nanos(),
+                self.config.lock_nanos,
+            );
             decide(&self.config, reservation)
         }
 
         fn finish(&self, decision: &Decision, status: u16, body: &[u8]) -> Finish {
-            let Decision::Forward { lease, .. } = decision else { panic!("not forwarded: {decision:?}") };
-            let stored = StoredResponse { status, headers: vec![("content-type".into(), "application/json".into())], body: body.to_vec() };
-            self.records().complete(*lease, Ok(&stored), self.clock.now_nanos(), self.config.ttl_nanos).unwrap()
+            let Decision::Forward { lease, .. } = decision else {
+                panic!("not forwarded: {decision:?}")
+            };
+            let stored = StoredResponse {
+                status,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: body.to_vec(),
+            };
+            self.records()
+                .complete(
+                    *lease,
+                    Ok(&stored),
+                    self.clock.now_nanos(),
+                    self.config.ttl_nanos,
+                )
+                .unwrap()
         }
     }
 
     #[test]
     fn methods_routes_and_keys_decide_who_takes_part() {
         let config = parse(br#"{"routes":[{"name":"orders","match":{"path":{"prefix":"/orders"}},"key":"required"},{"name":"misc","match":{"path":{"prefix":"/misc"}}}]}"#).unwrap();
-        assert_eq!(plan_request(&config, &request("GET", "/orders", &[("idempotency-key", "\"k\"")])), RequestPlan::Skip, "GET never");
-        assert_eq!(plan_request(&config, &request("POST", "/elsewhere", &[("idempotency-key", "\"k\"")])), RequestPlan::Skip, "no route");
-        assert_eq!(plan_request(&config, &request("POST", "/misc", &[])), RequestPlan::Skip, "optional and absent");
-        let RequestPlan::Reject(missing) = plan_request(&config, &request("POST", "/orders", &[])) else { panic!() };
+        assert_eq!(
+            plan_request(
+                &config,
+                &request("GET", "/orders", &[("idempotency-key", "\"k\"")])
+            ),
+            RequestPlan::Skip,
+            "GET never"
+        );
+        assert_eq!(
+            plan_request(
+                &config,
+                &request("POST", "/elsewhere", &[("idempotency-key", "\"k\"")])
+            ),
+            RequestPlan::Skip,
+            "no route"
+        );
+        assert_eq!(
+            plan_request(&config, &request("POST", "/misc", &[])),
+            RequestPlan::Skip,
+            "optional and absent"
+        );
+        let RequestPlan::Reject(missing) = plan_request(&config, &request("POST", "/orders", &[]))
+        else {
+            panic!()
+        };
         assert_eq!(missing.status, 400);
-        let RequestPlan::Reject(invalid) = plan_request(&config, &request("POST", "/orders", &[("idempotency-key", "unquoted")])) else { panic!() };
+        let RequestPlan::Reject(invalid) = plan_request(
+            &config,
+            &request("POST", "/orders", &[("idempotency-key", "unquoted")]),
+        ) else {
+            panic!()
+        };
         assert_eq!(invalid.status, 400);
         assert!(String::from_utf8_lossy(&invalid.body).contains("quoted string"));
-        assert!(matches!(plan_request(&config, &request("POST", "/orders", &[("idempotency-key", "\"k\"")])), RequestPlan::Check { .. }));
+        assert!(matches!(
+            plan_request(
+                &config,
+                &request("POST", "/orders", &[("idempotency-key", "\"k\"")])
+            ),
+            RequestPlan::Check { .. }
+        ));
     }
 
     #[test]
     fn scope_separates_callers_methods_and_routes() {
         let config = parse(br#"{"identity":{"clientAddress":true}}"#).unwrap();
-        let base = scope_of(&config, &request("POST", "/a", &[("idempotency-key", "\"k\""), ("x-meshward-principal", "alice")]));
-        assert_ne!(base, scope_of(&config, &request("POST", "/a", &[("idempotency-key", "\"k\""), ("x-meshward-principal", "bob")])));
-        assert_ne!(base, scope_of(&config, &request("PATCH", "/a", &[("idempotency-key", "\"k\""), ("x-meshward-principal", "alice")])));
-        assert_ne!(base, scope_of(&config, &request("POST", "/a", &[("idempotency-key", "\"j\""), ("x-meshward-principal", "alice")])));
+        let base = scope_of(
+            &config,
+            &request(
+                "POST",
+                "/a",
+                &[
+                    ("idempotency-key", "\"k\""),
+                    ("x-meshward-principal", "alice"),
+                ],
+            ),
+        );
+        assert_ne!(
+            base,
+            scope_of(
+                &config,
+                &request(
+                    "POST",
+                    "/a",
+                    &[
+                        ("idempotency-key", "\"k\""),
+                        ("x-meshward-principal", "bob")
+                    ]
+                )
+            )
+        );
+        assert_ne!(
+            base,
+            scope_of(
+                &config,
+                &request(
+                    "PATCH",
+                    "/a",
+                    &[
+                        ("idempotency-key", "\"k\""),
+                        ("x-meshward-principal", "alice")
+                    ]
+                )
+            )
+        );
+        assert_ne!(
+            base,
+            scope_of(
+                &config,
+                &request(
+                    "POST",
+                    "/a",
+                    &[
+                        ("idempotency-key", "\"j\""),
+                        ("x-meshward-principal", "alice")
+                    ]
+                )
+            )
+        );
     }
 
     #[test]
@@ -270,47 +443,85 @@ mod tests {
         let world = World::new("{}");
         let first = world.arrive("\"k1\"", b"{}");
         assert!(matches!(first, Decision::Forward { evicted: false, .. }));
-        let Decision::Conflict(busy) = world.arrive("\"k1\"", b"{}") else { panic!("in flight → 409") };
+        let Decision::Conflict(busy) = world.arrive("\"k1\"", b"{}") else {
+            panic!("in flight → 409")
+        };
         assert_eq!(busy.status, 409);
         assert_eq!(world.finish(&first, 201, b"{\"id\":7}"), Finish::Stored);
-        let Decision::Replay(replay) = world.arrive("\"k1\"", b"{}") else { panic!("completed → replay") };
+        let Decision::Replay(replay) = world.arrive("\"k1\"", b"{}") else {
+            panic!("completed → replay")
+        };
         assert_eq!(replay.status, 201);
         assert_eq!(replay.body, b"{\"id\":7}");
-        assert!(replay.headers.contains(&("idempotent-replayed".to_string(), "true".to_string())));
+        assert!(replay
+            .headers
+            .contains(&("idempotent-replayed".to_string(), "true".to_string())));
     }
 
     #[test]
     fn a_different_payload_is_a_mismatch_in_every_state_and_changes_nothing() {
         let world = World::new("{}");
         let first = world.arrive("\"k\"", b"{\"a\":1}");
-        assert!(matches!(world.arrive("\"k\"", b"{\"a\":2}"), Decision::Mismatch(ref r) if r.status == 422), "while in flight");
+        assert!(
+            matches!(world.arrive("\"k\"", b"{\"a\":2}"), Decision::Mismatch(ref r) if r.status == 422),
+            "while in flight"
+        );
         world.finish(&first, 200, b"done");
-        assert!(matches!(world.arrive("\"k\"", b"{\"a\":2}"), Decision::Mismatch(_)), "after completion");
-        assert!(matches!(world.arrive("\"k\"", b"{\"a\":1}"), Decision::Replay(ref r) if r.body == b"done"), "record unchanged");
+        assert!(
+            matches!(world.arrive("\"k\"", b"{\"a\":2}"), Decision::Mismatch(_)),
+            "after completion"
+        );
+        assert!(
+            matches!(world.arrive("\"k\"", b"{\"a\":1}"), Decision::Replay(ref r) if r.body == b"done"),
+            "record unchanged"
+        );
     }
 
     #[test]
     fn two_principals_with_one_key_execute_independently() {
         let world = World::new("{}");
-        assert!(matches!(world.arrive_as("\"k\"", b"{}", "alice"), Decision::Forward { .. }));
-        assert!(matches!(world.arrive_as("\"k\"", b"{}", "bob"), Decision::Forward { .. }));
+        assert!(matches!(
+            world.arrive_as("\"k\"", b"{}", "alice"),
+            Decision::Forward { .. }
+        ));
+        assert!(matches!(
+            world.arrive_as("\"k\"", b"{}", "bob"),
+            Decision::Forward { .. }
+        ));
     }
 
     #[test]
     fn released_records_execute_again() {
         let world = World::new("{}");
-        let Decision::Forward { lease, .. } = world.arrive("\"k\"", b"{}") else { panic!() };
+        let Decision::Forward { lease, .. } = world.arrive("\"k\"", b"{}") else {
+            panic!()
+        };
         world.records().release(lease).unwrap();
-        assert!(matches!(world.arrive("\"k\"", b"{}"), Decision::Forward { .. }));
+        assert!(matches!(
+            world.arrive("\"k\"", b"{}"),
+            Decision::Forward { .. }
+        ));
     }
 
     #[test]
     fn not_stored_responses_are_not_replayed_and_say_why() {
         let world = World::new("{}");
-        let Decision::Forward { lease, .. } = world.arrive("\"k\"", b"{}") else { panic!() };
-        let finish = world.records().complete(lease, Err(NotStored::TooLarge), world.clock.now_nanos(), world.config.ttl_nanos).unwrap();
+        let Decision::Forward { lease, .. } = world.arrive("\"k\"", b"{}") else {
+            panic!()
+        };
+        let finish = world
+            .records()
+            .complete(
+                lease,
+                Err(NotStored::TooLarge),
+                world.clock.now_nanos(),
+                world.config.ttl_nanos,
+            )
+            .unwrap();
         assert_eq!(finish, Finish::NotStored(NotStored::TooLarge));
-        let Decision::Conflict(reply) = world.arrive("\"k\"", b"{}") else { panic!() };
+        let Decision::Conflict(reply) = world.arrive("\"k\"", b"{}") else {
+            panic!()
+        };
         assert_eq!(reply.status, 409);
         assert!(String::from_utf8_lossy(&reply.body).contains("maxResponseBytes"));
     }
@@ -322,30 +533,58 @@ mod tests {
         assert!(matches!(crashed, Decision::Forward { .. }));
         world.clock.advance_seconds(6);
         let second = world.arrive("\"k\"", b"{}");
-        assert!(matches!(second, Decision::Forward { .. }), "the crashed request's lock expired");
-        assert_eq!(world.finish(&crashed, 200, b"late"), Finish::LeaseLost, "a late completion cannot attach itself");
+        assert!(
+            matches!(second, Decision::Forward { .. }),
+            "the crashed request's lock expired"
+        );
+        assert_eq!(
+            world.finish(&crashed, 200, b"late"),
+            Finish::LeaseLost,
+            "a late completion cannot attach itself"
+        );
         assert_eq!(world.finish(&second, 200, b"second"), Finish::Stored);
-        assert!(matches!(world.arrive("\"k\"", b"{}"), Decision::Replay(ref r) if r.body == b"second"));
+        assert!(
+            matches!(world.arrive("\"k\"", b"{}"), Decision::Replay(ref r) if r.body == b"second")
+        );
         world.clock.advance_seconds(61);
-        assert!(matches!(world.arrive("\"k\"", b"{}"), Decision::Forward { .. }), "TTL expired");
+        assert!(
+            matches!(world.arrive("\"k\"", b"{}"), Decision::Forward { .. }),
+            "TTL expired"
+        );
     }
 
     #[test]
     fn store_limits_fail_as_configured() {
-        let world = World::new(r#"{"maxEntries":8,"maxStoredBytes":100}"#);
-        let first = world.arrive("\"a\"", b"{}");
-        assert_eq!(world.finish(&first, 200, &[b'x'; 200]), Finish::NotStored(NotStored::StoreFull), "over maxStoredBytes");
-        // Fill the single page with in-flight records: the next key has no room.
-        for i in 0..7 {
-            assert!(matches!(world.arrive(&format!("\"k{i}\""), b"{}"), Decision::Forward { .. }));
+        let small = World::new(r#"{"maxStoredBytes":100}"#);
+        let first = small.arrive("\"a\"", b"{}");
+        assert_eq!(
+            small.finish(&first, 200, &[b'x'; 200]),
+            Finish::NotStored(NotStored::StoreFull),
+            "over maxStoredBytes"
+        );
+        // Fill the single page with in-flight records (never evicted): no room.
+        let world = World::new(r#"{"maxEntries":8}"#);
+        for i in 0..8 {
+            assert!(matches!(
+                world.arrive(&format!("\"k{i}\""), b"{}"),
+                Decision::Forward { .. }
+            ));
         }
-        let Decision::Unavailable { reply: Some(reply), .. } = world.arrive("\"z\"", b"{}") else { panic!("deny by default") };
+        let Decision::Unavailable {
+            reply: Some(reply), ..
+        } = world.arrive("\"z\"", b"{}")
+        else {
+            panic!("deny by default")
+        };
         assert_eq!(reply.status, 503);
         let open = World::new(r#"{"maxEntries":8,"failureMode":"allow"}"#);
         for i in 0..8 {
             open.arrive(&format!("\"k{i}\""), b"{}");
         }
-        assert!(matches!(open.arrive("\"z\"", b"{}"), Decision::Unavailable { reply: None, .. }));
+        assert!(matches!(
+            open.arrive("\"z\"", b"{}"),
+            Decision::Unavailable { reply: None, .. }
+        ));
     }
 
     #[test]
@@ -358,9 +597,18 @@ mod tests {
         let records = world.records();
         let stored = records.stored_bytes();
         assert!(stored > 80, "{stored}");
-        assert!(matches!(world.arrive("\"new\"", b"{}"), Decision::Forward { evicted: true, .. }));
-        assert!(records.stored_bytes() < stored, "the evicted body was freed");
-        assert!(matches!(world.arrive("\"k0\"", b"{}"), Decision::Forward { .. }), "k0 was the least recently used");
+        assert!(matches!(
+            world.arrive("\"new\"", b"{}"),
+            Decision::Forward { evicted: true, .. }
+        ));
+        assert!(
+            records.stored_bytes() < stored,
+            "the evicted body was freed"
+        );
+        assert!(
+            matches!(world.arrive("\"k0\"", b"{}"), Decision::Forward { .. }),
+            "k0 was the least recently used"
+        );
     }
 
     #[test]
@@ -371,7 +619,12 @@ mod tests {
         assert!(world.records().stored_bytes() > 0);
         world.clock.advance_seconds(11);
         let records = world.records();
-        assert_eq!(records.sweep(world.clock.now_nanos(), 0, records.pages()).unwrap(), 1);
+        assert_eq!(
+            records
+                .sweep(world.clock.now_nanos(), 0, records.pages())
+                .unwrap(),
+            1
+        );
         assert_eq!(records.stored_bytes(), 0);
     }
 
@@ -384,23 +637,62 @@ mod tests {
                 world.finish(&decision, 201, b"{\"ok\":true}");
             }
         }
-        assert!(world.store.key_count() <= 125 + 1000 + 1, "pages + one body per entry + counter: {}", world.store.key_count());
+        assert!(
+            world.store.key_count() <= 125 + 1000 + 1,
+            "pages + one body per entry + counter: {}",
+            world.store.key_count()
+        );
         assert!(world.records().stored_bytes() <= 50_000);
-        assert!(world.store.byte_count() < 50_000 + 125 * 600 + 1000 * 80, "{}", world.store.byte_count());
+        assert!(
+            world.store.byte_count() < 50_000 + 125 * 600 + 1000 * 80,
+            "{}",
+            world.store.byte_count()
+        );
     }
 
     #[test]
     fn responses_are_classified() {
         let config = parse(b"{}").unwrap();
-        assert_eq!(plan_response(&config, 201, true, Some("application/json")), ResponsePlan::Capture);
-        assert_eq!(plan_response(&config, 404, true, None), ResponsePlan::Capture, "4xx are stored");
-        assert_eq!(plan_response(&config, 500, true, None), ResponsePlan::Release);
-        assert_eq!(plan_response(&config, 503, false, None), ResponsePlan::Release, "Envoy-generated");
-        assert_eq!(plan_response(&config, 200, true, Some("text/event-stream")), ResponsePlan::NotStored(NotStored::Streaming));
+        assert_eq!(
+            plan_response(&config, 201, true, Some("application/json")),
+            ResponsePlan::Capture
+        );
+        assert_eq!(
+            plan_response(&config, 404, true, None),
+            ResponsePlan::Capture,
+            "4xx are stored"
+        );
+        assert_eq!(
+            plan_response(&config, 500, true, None),
+            ResponsePlan::Release
+        );
+        assert_eq!(
+            plan_response(&config, 503, false, None),
+            ResponsePlan::Release,
+            "Envoy-generated"
+        );
+        assert_eq!(
+            plan_response(&config, 200, true, Some("text/event-stream")),
+            ResponsePlan::NotStored(NotStored::Streaming)
+        );
         let store_5xx = parse(br#"{"store5xx":true}"#).unwrap();
-        assert_eq!(plan_response(&store_5xx, 500, true, None), ResponsePlan::Capture);
-        assert_eq!(plan_response(&store_5xx, 504, false, None), ResponsePlan::Release, "never an Envoy 5xx");
-        let headers = vec![("content-type".to_string(), "a".to_string()), ("set-cookie".to_string(), "s".to_string()), ("date".to_string(), "d".to_string())];
-        assert_eq!(replay_headers(&config, &headers), [("content-type".to_string(), "a".to_string())]);
+        assert_eq!(
+            plan_response(&store_5xx, 500, true, None),
+            ResponsePlan::Capture
+        );
+        assert_eq!(
+            plan_response(&store_5xx, 504, false, None),
+            ResponsePlan::Release,
+            "never an Envoy 5xx"
+        );
+        let headers = vec![
+            ("content-type".to_string(), "a".to_string()),
+            ("set-cookie".to_string(), "s".to_string()),
+            ("date".to_string(), "d".to_string()),
+        ];
+        assert_eq!(
+            replay_headers(&config, &headers),
+            [("content-type".to_string(), "a".to_string())]
+        );
     }
 }

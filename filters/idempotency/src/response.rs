@@ -45,7 +45,7 @@ pub fn is_replayed(name: &str, allowed: &[String], allow_set_cookie: bool) -> bo
     if name == "set-cookie" {
         return allow_set_cookie;
     }
-    allowed.iter().any(|a| *a == name)
+    allowed.contains(&name)
 }
 
 impl StoredResponse {
@@ -73,12 +73,22 @@ impl StoredResponse {
             headers.push((name, value));
         }
         let body = reader.bytes()?.to_vec();
-        (reader.at == bytes.len()).then_some(Self { status, headers, body })
+        (reader.at == bytes.len()).then_some(Self {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Bytes this response occupies when stored.
     pub fn size_hint(&self) -> usize {
-        6 + self.headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum::<usize>() + 4 + self.body.len()
+        6 + self
+            .headers
+            .iter()
+            .map(|(n, v)| 8 + n.len() + v.len())
+            .sum::<usize>()
+            + 4
+            + self.body.len()
     }
 }
 
@@ -106,7 +116,13 @@ impl<'a> Reader<'a> {
     fn len(&mut self) -> Option<usize> {
         let raw = self.bytes.get(self.at..self.at.checked_add(4)?)?;
         self.at += 4;
-        usize::try_from(u32::from_le_bytes([*raw.first()?, *raw.get(1)?, *raw.get(2)?, *raw.get(3)?])).ok()
+        usize::try_from(u32::from_le_bytes([
+            *raw.first()?,
+            *raw.get(1)?,
+            *raw.get(2)?,
+            *raw.get(3)?,
+        ]))
+        .ok()
     }
 
     fn bytes(&mut self) -> Option<&'a [u8]> {
@@ -128,7 +144,10 @@ mod tests {
     fn round_trips_byte_for_byte() {
         let response = StoredResponse {
             status: 201,
-            headers: vec![("content-type".into(), "application/json".into()), ("location".into(), "/orders/7".into())],
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("location".into(), "/orders/7".into()),
+            ],
             body: vec![0, 159, 146, 150, b'{', b'}'],
         };
         let encoded = response.encode();
@@ -138,9 +157,18 @@ mod tests {
 
     #[test]
     fn truncated_or_trailing_bytes_do_not_decode() {
-        let encoded = StoredResponse { status: 200, headers: vec![], body: b"ok".to_vec() }.encode();
+        let encoded = StoredResponse {
+            status: 200,
+            headers: vec![],
+            body: b"ok".to_vec(),
+        }
+        .encode();
         for cut in 0..encoded.len() {
-            assert_eq!(StoredResponse::decode(&encoded[..cut]), None, "cut at {cut}");
+            assert_eq!(
+                StoredResponse::decode(&encoded[..cut]),
+                None,
+                "cut at {cut}"
+            );
         }
         let mut longer = encoded.clone();
         longer.push(0);
@@ -150,10 +178,20 @@ mod tests {
 
     #[test]
     fn replay_rules() {
-        let allowed: Vec<String> = DEFAULT_REPLAY_HEADERS.iter().map(|s| s.to_string()).collect();
+        let allowed: Vec<String> = DEFAULT_REPLAY_HEADERS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(is_replayed("Content-Type", &allowed, false));
         assert!(is_replayed("location", &allowed, false));
-        for dropped in ["connection", "transfer-encoding", "content-length", "date", ":status", "x-internal"] {
+        for dropped in [
+            "connection",
+            "transfer-encoding",
+            "content-length",
+            "date",
+            ":status",
+            "x-internal",
+        ] {
             assert!(!is_replayed(dropped, &allowed, false), "{dropped}");
         }
         assert!(!is_replayed("set-cookie", &allowed, false));

@@ -76,9 +76,21 @@ pub enum Finish {
 
 pub trait RecordStore {
     /// Looks up `scope`; reserves it for execution when it is new (or expired).
-    fn reserve(&self, scope: &Digest128, fingerprint: &Digest128, now: u64, lock_nanos: u64) -> Result<Reservation, StoreError>;
+    fn reserve(
+        &self,
+        scope: &Digest128,
+        fingerprint: &Digest128,
+        now: u64,
+        lock_nanos: u64,
+    ) -> Result<Reservation, StoreError>;
     /// Stores the response (or marks it not stored) for `ttl_nanos`.
-    fn complete(&self, lease: Lease, response: Result<&StoredResponse, NotStored>, now: u64, ttl_nanos: u64) -> Result<Finish, StoreError>;
+    fn complete(
+        &self,
+        lease: Lease,
+        response: Result<&StoredResponse, NotStored>,
+        now: u64,
+        ttl_nanos: u64,
+    ) -> Result<Finish, StoreError>;
     /// Gives the key back so a retry executes again.
     fn release(&self, lease: Lease) -> Result<(), StoreError>;
 }

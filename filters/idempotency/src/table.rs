@@ -110,9 +110,20 @@ pub struct SharedDataRecords<'a> {
 
 impl<'a> SharedDataRecords<'a> {
     /// `namespace` separates independent filter configurations sharing a VM.
-    pub fn new(store: &'a dyn SharedStore, namespace: &str, max_entries: u32, max_stored_bytes: u64) -> Self {
+    pub fn new(
+        store: &'a dyn SharedStore,
+        namespace: &str,
+        max_entries: u32,
+        max_stored_bytes: u64,
+    ) -> Self {
         let pages = max_entries.div_ceil(WAYS).max(1);
-        Self { store, prefix: format!("meshward.idempotency/{namespace}/{pages}/"), pages, max_stored_bytes, retries: 32 }
+        Self {
+            store,
+            prefix: format!("meshward.idempotency/{namespace}/{pages}/"),
+            pages,
+            max_stored_bytes,
+            retries: 32,
+        }
     }
 
     pub fn pages(&self) -> u32 {
@@ -146,7 +157,8 @@ impl<'a> SharedDataRecords<'a> {
             }
         }
         if self.store.get(&self.bytes_key())?.is_none() {
-            self.store.set(&self.bytes_key(), &0u64.to_le_bytes(), None)?;
+            self.store
+                .set(&self.bytes_key(), &0u64.to_le_bytes(), None)?;
         }
         Ok(())
     }
@@ -163,7 +175,10 @@ impl<'a> SharedDataRecords<'a> {
     fn read_page(&self, page: u32) -> Result<(Page, Option<u32>), StoreError> {
         let stored = self.store.get(&self.page_key(page))?;
         let cas = stored.as_ref().map(|v| v.cas);
-        Ok((stored.map_or([Entry::default(); 8], |v| decode_page(&v.value)), cas))
+        Ok((
+            stored.map_or([Entry::default(); 8], |v| decode_page(&v.value)),
+            cas,
+        ))
     }
 
     /// Adds (positive) or removes (negative) stored bytes; refuses an addition that
@@ -183,7 +198,10 @@ impl<'a> SharedDataRecords<'a> {
             } else {
                 value.saturating_sub(delta.unsigned_abs())
             };
-            match self.store.set(&self.bytes_key(), &next.to_le_bytes(), Some(current.cas)) {
+            match self
+                .store
+                .set(&self.bytes_key(), &next.to_le_bytes(), Some(current.cas))
+            {
                 Ok(()) => return Ok(true),
                 Err(StoreError::CasMismatch) => continue,
                 Err(err) => return Err(err),
@@ -203,11 +221,20 @@ impl<'a> SharedDataRecords<'a> {
 
     /// Updates one entry of a page with compare-and-swap, retrying on races.
     /// `change` returns `None` to leave the page alone.
-    fn update_entry<T>(&self, page: u32, mut change: impl FnMut(&mut Page) -> Option<T>) -> Result<Option<T>, StoreError> {
+    fn update_entry<T>(
+        &self,
+        page: u32,
+        mut change: impl FnMut(&mut Page) -> Option<T>,
+    ) -> Result<Option<T>, StoreError> {
         for _ in 0..=self.retries {
             let (mut entries, cas) = self.read_page(page)?;
-            let Some(result) = change(&mut entries) else { return Ok(None) };
-            match self.store.set(&self.page_key(page), &encode_page(&entries), cas) {
+            let Some(result) = change(&mut entries) else {
+                return Ok(None);
+            };
+            match self
+                .store
+                .set(&self.page_key(page), &encode_page(&entries), cas)
+            {
                 Ok(()) => return Ok(Some(result)),
                 Err(StoreError::CasMismatch) => continue,
                 Err(err) => return Err(err),
@@ -227,7 +254,10 @@ impl<'a> SharedDataRecords<'a> {
                 for (way, entry) in entries.iter_mut().enumerate() {
                     if entry.state != EMPTY && entry.expires_at <= now {
                         freed.push((way, entry.body_len));
-                        *entry = Entry { generation: entry.generation, ..Entry::default() };
+                        *entry = Entry {
+                            generation: entry.generation,
+                            ..Entry::default()
+                        };
                     }
                 }
                 (!freed.is_empty()).then_some(freed)
@@ -242,17 +272,29 @@ impl<'a> SharedDataRecords<'a> {
 }
 
 impl RecordStore for SharedDataRecords<'_> {
-    fn reserve(&self, scope: &Digest128, fingerprint: &Digest128, now: u64, lock_nanos: u64) -> Result<Reservation, StoreError> {
+    fn reserve(
+        &self,
+        scope: &Digest128,
+        fingerprint: &Digest128,
+        now: u64,
+        lock_nanos: u64,
+    ) -> Result<Reservation, StoreError> {
         let page = self.page_of(scope);
         for _ in 0..=self.retries {
             let (mut entries, cas) = self.read_page(page)?;
-            if let Some((way, found)) = entries.iter().enumerate().find(|(_, e)| e.live(now) && e.scope == *scope) {
+            if let Some((way, found)) = entries
+                .iter()
+                .enumerate()
+                .find(|(_, e)| e.live(now) && e.scope == *scope)
+            {
                 if found.fingerprint != *fingerprint {
                     return Ok(Reservation::Mismatch);
                 }
                 return Ok(match found.state {
                     IN_FLIGHT => Reservation::InFlight,
-                    NOT_STORED => Reservation::CompletedNotStored(NotStored::from_code(found.reason).unwrap_or(NotStored::TooLarge)),
+                    NOT_STORED => Reservation::CompletedNotStored(
+                        NotStored::from_code(found.reason).unwrap_or(NotStored::TooLarge),
+                    ),
                     _ => {
                         let slot = page * WAYS + u32::try_from(way).unwrap_or(0);
                         let body = self.store.get(&self.body_key(slot))?;
@@ -278,7 +320,9 @@ impl RecordStore for SharedDataRecords<'_> {
                 (None, Some(way)) => (way, true),
                 (None, None) => return Ok(Reservation::Full),
             };
-            let Some(entry) = entries.get_mut(way) else { return Ok(Reservation::Full) };
+            let Some(entry) = entries.get_mut(way) else {
+                return Ok(Reservation::Full);
+            };
             let previous = *entry;
             let generation = previous.generation.wrapping_add(1);
             *entry = Entry {
@@ -291,11 +335,17 @@ impl RecordStore for SharedDataRecords<'_> {
                 last_used: now,
                 body_len: 0,
             };
-            match self.store.set(&self.page_key(page), &encode_page(&entries), cas) {
+            match self
+                .store
+                .set(&self.page_key(page), &encode_page(&entries), cas)
+            {
                 Ok(()) => {
                     let slot = page * WAYS + u32::try_from(way).unwrap_or(0);
                     self.free_body(slot, previous.body_len)?;
-                    return Ok(Reservation::Execute { lease: Lease { slot, generation }, evicted: evicted && previous.live(now) });
+                    return Ok(Reservation::Execute {
+                        lease: Lease { slot, generation },
+                        evicted: evicted && previous.live(now),
+                    });
                 }
                 Err(StoreError::CasMismatch) => continue,
                 Err(err) => return Err(err),
@@ -304,9 +354,22 @@ impl RecordStore for SharedDataRecords<'_> {
         Err(StoreError::CasMismatch)
     }
 
-    fn complete(&self, lease: Lease, response: Result<&StoredResponse, NotStored>, now: u64, ttl_nanos: u64) -> Result<Finish, StoreError> {
-        let (page, way) = (lease.slot / WAYS, usize::try_from(lease.slot % WAYS).unwrap_or(0));
-        let owns = |entries: &Page| entries.get(way).is_some_and(|e| e.generation == lease.generation && e.state == IN_FLIGHT);
+    fn complete(
+        &self,
+        lease: Lease,
+        response: Result<&StoredResponse, NotStored>,
+        now: u64,
+        ttl_nanos: u64,
+    ) -> Result<Finish, StoreError> {
+        let (page, way) = (
+            lease.slot / WAYS,
+            usize::try_from(lease.slot % WAYS).unwrap_or(0),
+        );
+        let owns = |entries: &Page| {
+            entries
+                .get(way)
+                .is_some_and(|e| e.generation == lease.generation && e.state == IN_FLIGHT)
+        };
         if !owns(&self.read_page(page)?.0) {
             return Ok(Finish::LeaseLost);
         }
@@ -321,13 +384,19 @@ impl RecordStore for SharedDataRecords<'_> {
                 outcome = Err(NotStored::StoreFull);
             }
         }
-        let body_len = outcome.as_ref().map_or(0, |e| u32::try_from(e.len()).unwrap_or(u32::MAX));
+        let body_len = outcome
+            .as_ref()
+            .map_or(0, |e| u32::try_from(e.len()).unwrap_or(u32::MAX));
         let updated = self.update_entry(page, |entries| {
             if !owns(entries) {
                 return None;
             }
             let entry = entries.get_mut(way)?;
-            entry.state = if outcome.is_ok() { COMPLETED } else { NOT_STORED };
+            entry.state = if outcome.is_ok() {
+                COMPLETED
+            } else {
+                NOT_STORED
+            };
             entry.reason = outcome.as_ref().err().map_or(0, |r| r.code());
             entry.expires_at = now.saturating_add(ttl_nanos);
             entry.last_used = now;
@@ -347,13 +416,19 @@ impl RecordStore for SharedDataRecords<'_> {
     }
 
     fn release(&self, lease: Lease) -> Result<(), StoreError> {
-        let (page, way) = (lease.slot / WAYS, usize::try_from(lease.slot % WAYS).unwrap_or(0));
+        let (page, way) = (
+            lease.slot / WAYS,
+            usize::try_from(lease.slot % WAYS).unwrap_or(0),
+        );
         self.update_entry(page, |entries| {
             let entry = entries.get_mut(way)?;
             if entry.generation != lease.generation || entry.state != IN_FLIGHT {
                 return None;
             }
-            *entry = Entry { generation: entry.generation, ..Entry::default() };
+            *entry = Entry {
+                generation: entry.generation,
+                ..Entry::default()
+            };
             Some(())
         })?;
         Ok(())

@@ -1,0 +1,399 @@
+//! proxy-wasm adapter: plans the request from its headers, buffers the body for the
+//! fingerprint, reserves the key, and captures the upstream response as it streams by
+//! (never delaying it) to store it at the end. All decisions come from
+//! [`crate::machine`]; records live in [`crate::table::SharedDataRecords`].
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
+
+use crate::config::{self, CompiledConfig, Oversized};
+use crate::fingerprint::{fingerprint, Digest128};
+use crate::machine::{self, Decision, Reply, RequestPlan, ResponsePlan};
+use crate::response::StoredResponse;
+use crate::store::{Finish, Lease, NotStored, RecordStore};
+use crate::table::SharedDataRecords;
+use meshward_filter_common::clock::Clock;
+use meshward_filter_common::host::clock::HostClock;
+use meshward_filter_common::host::log;
+use meshward_filter_common::host::metrics::Counter;
+use meshward_filter_common::host::plugin;
+use meshward_filter_common::host::request::{read_headers, read_request_head};
+use meshward_filter_common::host::shared_data::HostSharedData;
+
+const NAMESPACE: &str = "default";
+const SWEEP_PAGES_PER_TICK: u32 = 256;
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Metrics {
+    executions: Counter,
+    replays: Counter,
+    conflicts: Counter,
+    mismatches: Counter,
+    released: Counter,
+    not_stored: Counter,
+    evictions: Counter,
+    rejected: Counter,
+    store_errors: Counter,
+}
+
+impl Metrics {
+    fn define() -> Self {
+        let counter = |what: &str| Counter::define(&format!("meshward.idempotency.{what}"));
+        Self {
+            executions: counter("executions"),
+            replays: counter("replays"),
+            conflicts: counter("conflicts"),
+            mismatches: counter("mismatches"),
+            released: counter("released"),
+            not_stored: counter("not_stored"),
+            evictions: counter("evictions"),
+            rejected: counter("rejected"),
+            store_errors: counter("store_errors"),
+        }
+    }
+}
+
+struct Runtime {
+    config: CompiledConfig,
+    metrics: Metrics,
+}
+
+impl Runtime {
+    fn records(&self) -> SharedDataRecords<'static> {
+        SharedDataRecords::new(
+            &HostSharedData,
+            NAMESPACE,
+            self.config.max_entries,
+            self.config.max_stored_bytes,
+        )
+    }
+}
+
+#[derive(Default)]
+pub struct IdempotencyRoot {
+    runtime: Option<Rc<Runtime>>,
+    sweep_cursor: u32,
+}
+
+impl Context for IdempotencyRoot {}
+
+impl RootContext for IdempotencyRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let config = match config::parse(&plugin::configuration_bytes()) {
+            Ok(config) => config,
+            Err(err) => {
+                log::error(&format!(
+                    "meshward idempotency: invalid configuration: {err}"
+                ));
+                return false;
+            }
+        };
+        let runtime = Runtime {
+            config,
+            metrics: Metrics::define(),
+        };
+        if let Err(err) = runtime.records().prepare() {
+            log::error(&format!(
+                "meshward idempotency: cannot create the record table: {err}"
+            ));
+            return false;
+        }
+        self.runtime = Some(Rc::new(runtime));
+        let _ = proxy_wasm::hostcalls::set_tick_period(SWEEP_INTERVAL);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let Some(runtime) = &self.runtime else { return };
+        if let Err(err) = runtime.records().sweep(
+            HostClock.now_nanos(),
+            self.sweep_cursor,
+            SWEEP_PAGES_PER_TICK,
+        ) {
+            log::warn(&format!("meshward idempotency: sweep failed: {err}"));
+        }
+        self.sweep_cursor = self.sweep_cursor.wrapping_add(SWEEP_PAGES_PER_TICK);
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(IdempotencyHttp {
+            runtime: self.runtime.clone(),
+            ..IdempotencyHttp::default()
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// The upstream response being captured for storage.
+struct Capture {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    too_large: bool,
+}
+
+#[derive(Default)]
+struct IdempotencyHttp {
+    runtime: Option<Rc<Runtime>>,
+    /// Set while the request takes part and is not decided yet.
+    pending: Option<(Digest128, String, String)>,
+    lease: Option<Lease>,
+    capture: Option<Capture>,
+}
+
+impl Context for IdempotencyHttp {}
+
+fn send(reply: &Reply) -> Action {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if let Err(status) = proxy_wasm::hostcalls::send_http_response(
+        u32::from(reply.status),
+        headers,
+        Some(&reply.body),
+    ) {
+        log::error(&format!(
+            "meshward idempotency: could not send the {} reply ({status:?})",
+            reply.status
+        ));
+        return Action::Continue;
+    }
+    Action::Pause
+}
+
+impl IdempotencyHttp {
+    /// Fingerprints the request and acts on the store's answer.
+    fn reserve(&mut self, runtime: &Runtime, body: &[u8]) -> Action {
+        let Some((scope, method, path)) = self.pending.take() else {
+            return Action::Continue;
+        };
+        let config = &runtime.config;
+        let metrics = &runtime.metrics;
+        let print = fingerprint(&method, &path, body);
+        let reservation =
+            runtime
+                .records()
+                .reserve(&scope, &print, HostClock.now_nanos(), config.lock_nanos);
+        match machine::decide(config, reservation) {
+            Decision::Forward { lease, evicted } => {
+                metrics.executions.increment();
+                if evicted {
+                    metrics.evictions.increment();
+                }
+                self.lease = Some(lease);
+                Action::Continue
+            }
+            Decision::Replay(reply) => {
+                metrics.replays.increment();
+                send(&reply)
+            }
+            Decision::Conflict(reply) => {
+                metrics.conflicts.increment();
+                send(&reply)
+            }
+            Decision::Mismatch(reply) => {
+                metrics.mismatches.increment();
+                send(&reply)
+            }
+            Decision::Unavailable { reply, error } => {
+                metrics.store_errors.increment();
+                log::warn(&format!("meshward idempotency: {error}"));
+                reply.as_ref().map_or(Action::Continue, send)
+            }
+        }
+    }
+
+    fn finish(&mut self, runtime: &Runtime, outcome: Result<StoredResponse, NotStored>) {
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let now = HostClock.now_nanos();
+        let result = runtime.records().complete(
+            lease,
+            outcome.as_ref().map_err(|r| *r),
+            now,
+            runtime.config.ttl_nanos,
+        );
+        match result {
+            Ok(Finish::Stored) => {}
+            Ok(Finish::NotStored(reason)) => {
+                runtime.metrics.not_stored.increment();
+                log::debug(&format!("meshward idempotency: response not stored: {}", reason.as_str()));
+            }
+            Ok(Finish::LeaseLost) => log::warn("meshward idempotency: the record's lock expired before the response completed; it was not stored"),
+            Err(err) => {
+                runtime.metrics.store_errors.increment();
+                log::warn(&format!("meshward idempotency: could not store the response: {err}"));
+            }
+        }
+    }
+
+    fn release(&mut self, runtime: &Runtime) {
+        if let Some(lease) = self.lease.take() {
+            runtime.metrics.released.increment();
+            if let Err(err) = runtime.records().release(lease) {
+                log::warn(&format!(
+                    "meshward idempotency: could not release a record: {err}"
+                ));
+            }
+        }
+    }
+}
+
+impl HttpContext for IdempotencyHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(runtime) = self.runtime.clone() else {
+            return Action::Continue;
+        };
+        let request = read_request_head(runtime.config.identity_client_address);
+        match machine::plan_request(&runtime.config, &request) {
+            RequestPlan::Skip => Action::Continue,
+            RequestPlan::Reject(reply) => {
+                runtime.metrics.rejected.increment();
+                send(&reply)
+            }
+            RequestPlan::Check { scope } => {
+                let method = request.method().unwrap_or_default().to_owned();
+                let path = request.header(":path").unwrap_or_default().to_owned();
+                self.pending = Some((scope, method, path));
+                if end_of_stream {
+                    self.reserve(&runtime, &[])
+                } else {
+                    // The body is part of the fingerprint. Pausing here would not help:
+                    // the host turns a header-phase pause into "stop everything", and no
+                    // body callback would follow. The headers move on; the body is held
+                    // (paused) until complete, and on a duplicate the upstream stream is
+                    // reset before any body is sent.
+                    Action::Continue
+                }
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(runtime) = self.runtime.clone() else {
+            return Action::Continue;
+        };
+        if self.pending.is_none() {
+            return Action::Continue;
+        }
+        if body_size > runtime.config.max_body_bytes {
+            self.pending = None;
+            runtime.metrics.rejected.increment();
+            return match runtime.config.oversized_body {
+                Oversized::Reject => send(&machine::body_too_large(&runtime.config)),
+                Oversized::PassThrough => Action::Continue,
+            };
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = proxy_wasm::hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.reserve(&runtime, &body)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(runtime) = self.runtime.clone() else {
+            return Action::Continue;
+        };
+        if self.lease.is_none() {
+            return Action::Continue;
+        }
+        let headers = read_headers(MapType::HttpResponseHeaders);
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let status = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let via_upstream = proxy_wasm::hostcalls::get_property(vec!["response", "code_details"])
+            .ok()
+            .flatten()
+            .is_some_and(|details| details == b"via_upstream");
+        match machine::plan_response(
+            &runtime.config,
+            status,
+            via_upstream,
+            header("content-type"),
+        ) {
+            ResponsePlan::Release => self.release(&runtime),
+            ResponsePlan::NotStored(reason) => self.finish(&runtime, Err(reason)),
+            ResponsePlan::Capture => {
+                let replayed = machine::replay_headers(&runtime.config, &headers);
+                self.capture = Some(Capture {
+                    status,
+                    headers: replayed,
+                    body: Vec::new(),
+                    too_large: false,
+                });
+                if end_of_stream {
+                    self.on_response_end(&runtime);
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(runtime) = self.runtime.clone() else {
+            return Action::Continue;
+        };
+        if let Some(capture) = &mut self.capture {
+            if !capture.too_large && body_size > 0 {
+                let chunk =
+                    proxy_wasm::hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                if capture.body.len() + chunk.len() > runtime.config.max_response_bytes {
+                    capture.too_large = true;
+                    capture.body = Vec::new();
+                } else {
+                    capture.body.extend_from_slice(&chunk);
+                }
+            }
+            if end_of_stream {
+                self.on_response_end(&runtime);
+            }
+        }
+        Action::Continue
+    }
+
+    /// The stream ended: anything not completed by now (upstream reset, client gone,
+    /// timeout) is released so a retry executes again.
+    fn on_log(&mut self) {
+        if let Some(runtime) = self.runtime.clone() {
+            self.release(&runtime);
+        }
+    }
+}
+
+impl IdempotencyHttp {
+    fn on_response_end(&mut self, runtime: &Runtime) {
+        let Some(capture) = self.capture.take() else {
+            return;
+        };
+        let outcome = if capture.too_large {
+            Err(NotStored::TooLarge)
+        } else {
+            Ok(StoredResponse {
+                status: capture.status,
+                headers: capture.headers,
+                body: capture.body,
+            })
+        };
+        self.finish(runtime, outcome);
+    }
+}
