@@ -6,8 +6,8 @@
 
 use std::process::Command;
 
-use meshward_e2e::bootstrap::native_local_ratelimit;
-use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions};
+use meshward_e2e::bootstrap::{meshward_filter, native_local_ratelimit};
+use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions, Listener};
 
 use crate::{build_wasm, setup};
 
@@ -24,18 +24,19 @@ struct Sample {
 struct Scenario {
     name: &'static str,
     envoy: Envoy,
-    /// A request header wrk sends (e.g. an incoming traceparent).
-    header: Option<&'static str>,
+    /// Extra wrk arguments (a header, a Lua script).
+    wrk_args: Vec<String>,
     samples: Vec<Sample>,
 }
 
 fn parse_args(args: &[String]) -> Result<(String, u64, usize), String> {
-    let usage = "usage: cargo xtask bench <ratelimit|trace-inject> [--seconds N] [--rounds N]";
+    let usage =
+        "usage: cargo xtask bench <ratelimit|trace-inject|idempotency> [--seconds N] [--rounds N]";
     let mut seconds = 10;
     let mut rounds = 3;
     let mut it = args.iter();
     let filter = match it.next().map(String::as_str) {
-        Some(filter @ ("ratelimit" | "trace-inject")) => filter.to_string(),
+        Some(filter @ ("ratelimit" | "trace-inject" | "idempotency")) => filter.to_string(),
         other => return Err(format!("{usage} (got {other:?})")),
     };
     while let Some(flag) = it.next() {
@@ -54,15 +55,14 @@ fn parse_args(args: &[String]) -> Result<(String, u64, usize), String> {
 
 const TRACEPARENT: &str = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// (name, bootstrap, header) per scenario; the first is the baseline.
-/// (name, bootstrap, request header wrk sends).
-type ScenarioSpec = (&'static str, Bootstrap, Option<&'static str>);
+/// (name, bootstrap, extra wrk arguments) per scenario; the first is the baseline.
+type ScenarioSpec = (&'static str, Bootstrap, Vec<String>);
 
 fn scenarios(filter: &str) -> Result<Vec<ScenarioSpec>, String> {
     let base = Bootstrap::new(1).direct_response();
     Ok(match filter {
         "ratelimit" => vec![
-            ("bare Envoy", base.clone(), None),
+            ("bare Envoy", base.clone(), vec![]),
             (
                 "native local_ratelimit",
                 base.clone().http_filter(native_local_ratelimit(
@@ -70,30 +70,93 @@ fn scenarios(filter: &str) -> Result<Vec<ScenarioSpec>, String> {
                     1_000_000_000,
                     "1s",
                 )),
-                None,
+                vec![],
             ),
             (
                 "meshward ratelimit",
                 base.meshward_filter("meshward_ratelimit", MESHWARD_CONFIG)?,
-                None,
+                vec![],
             ),
         ],
-        _ => vec![
-            ("bare Envoy", base.clone(), None),
-            (
-                "trace-inject, new trace",
-                base.clone()
-                    .meshward_filter("meshward_trace_inject", "{}")?,
-                None,
-            ),
-            (
-                "trace-inject, propagate",
-                base.meshward_filter("meshward_trace_inject", "{}")?,
-                Some(TRACEPARENT),
-            ),
-        ],
+        "trace-inject" => {
+            let header = vec!["-H".to_string(), TRACEPARENT.to_string()];
+            vec![
+                ("bare Envoy", base.clone(), vec![]),
+                (
+                    "trace-inject, new trace",
+                    base.clone()
+                        .meshward_filter("meshward_trace_inject", "{}")?,
+                    vec![],
+                ),
+                (
+                    "trace-inject, propagate",
+                    base.meshward_filter("meshward_trace_inject", "{}")?,
+                    header,
+                ),
+            ]
+        }
+        _ => {
+            // Replays need a real upstream answer (`via_upstream`): the backend is a
+            // second listener of the same pinned Envoy, in every scenario alike.
+            let script = |name: &str, body: &str| -> Result<Vec<String>, String> {
+                let dir = crate::run::root().join("target/bench");
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let path = dir.join(name);
+                std::fs::write(&path, body)
+                    .map_err(|e| format!("write {}: {e}", path.display()))?;
+                Ok(vec!["-s".to_string(), path.to_string_lossy().into_owned()])
+            };
+            let fixed = script("idempotency-fixed-key.lua", FIXED_KEY_SCRIPT)?;
+            let unique = script("idempotency-unique-keys.lua", UNIQUE_KEYS_SCRIPT)?;
+            let two_hops = |filter: Option<serde_json::Value>| {
+                let backend_port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .unwrap_or(18_099);
+                let mut backend = Listener::new("backend", "none");
+                backend.port = backend_port;
+                backend.cluster = None;
+                let mut ingress = Listener::new("ingress", "backend");
+                if let Some(filter) = filter {
+                    ingress = ingress.http_filter(filter);
+                }
+                Bootstrap::empty()
+                    .cluster("backend", backend_port)
+                    .listener(ingress)
+                    .listener(backend)
+            };
+            let config = r#"{"maxEntries":100000,"maxStoredBytes":268435456}"#;
+            vec![
+                ("bare Envoy (2 hops)", two_hops(None), fixed.clone()),
+                (
+                    "idempotency, first execution",
+                    two_hops(Some(meshward_filter("meshward_idempotency", config)?)),
+                    unique,
+                ),
+                (
+                    "idempotency, replay",
+                    two_hops(Some(meshward_filter("meshward_idempotency", config)?)),
+                    fixed,
+                ),
+            ]
+        }
     })
 }
+
+const FIXED_KEY_SCRIPT: &str = r#"wrk.method = "POST"
+wrk.body = '{"qty":1}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Idempotency-Key"] = '"bench-replay"'
+"#;
+
+const UNIQUE_KEYS_SCRIPT: &str = r#"wrk.method = "POST"
+wrk.body = '{"qty":1}'
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/", {["Content-Type"] = "application/json", ["Idempotency-Key"] = '"k-' .. counter .. '-' .. math.random(1000000000) .. '"'}, '{"qty":1}')
+end
+"#;
 
 /// The limit is never reached: the benchmark measures the cost of deciding, keyed on
 /// the client address like a typical per-client rule.
@@ -119,22 +182,22 @@ pub fn run(args: &[String]) -> Result<(), String> {
         pin_cpus: Some("0".into()),
     };
     let mut running = Vec::new();
-    for (name, bootstrap, header) in scenarios(&filter)? {
+    for (name, bootstrap, wrk_args) in scenarios(&filter)? {
         println!("starting Envoy for {name}");
         running.push(Scenario {
             name,
             envoy: Envoy::start(&bootstrap, &options)?,
-            header,
+            wrk_args,
             samples: Vec::new(),
         });
     }
     println!("\nwarm-up (2 s each)");
     for scenario in &running {
-        wrk(scenario.envoy.port(), 2, scenario.header)?;
+        wrk(scenario.envoy.port(), 2, &scenario.wrk_args)?;
     }
     for round in 1..=rounds {
         for scenario in &mut running {
-            let sample = wrk(scenario.envoy.port(), seconds, scenario.header)?;
+            let sample = wrk(scenario.envoy.port(), seconds, &scenario.wrk_args)?;
             println!(
                 "round {round}/{rounds}  {:<26} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  non-2xx {}",
                 scenario.name, sample.rps, sample.p50_us, sample.p99_us, sample.non_2xx
@@ -151,6 +214,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .envoy
                     .counter("wasmcustom.meshward.ratelimit.rule.bench.allowed"))
                 .unwrap_or(0)
+        ),
+        "idempotency" => format!(
+            "idempotency counters: executions {} (first-execution Envoy), replays {} (replay Envoy).",
+            running.get(1).map(|s| s.envoy.counter("wasmcustom.meshward.idempotency.executions")).unwrap_or(0),
+            running.get(2).map(|s| s.envoy.counter("wasmcustom.meshward.idempotency.replays")).unwrap_or(0)
         ),
         _ => format!(
             "trace-inject counters: generated {}, propagated {}.",
@@ -178,7 +246,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn wrk(port: u16, seconds: u64, header: Option<&str>) -> Result<Sample, String> {
+fn wrk(port: u16, seconds: u64, extra: &[String]) -> Result<Sample, String> {
     let mut command = Command::new("taskset");
     command.args([
         "-c",
@@ -191,9 +259,7 @@ fn wrk(port: u16, seconds: u64, header: Option<&str>) -> Result<Sample, String> 
         &format!("{seconds}s"),
         "--latency",
     ]);
-    if let Some(header) = header {
-        command.args(["-H", header]);
-    }
+    command.args(extra);
     let out = command
         .arg(format!("http://127.0.0.1:{port}/"))
         .output()
