@@ -202,7 +202,7 @@ fn a_response_over_the_limit_is_delivered_but_not_replayed() {
     );
     assert_eq!(upstream.hits(), 1, "never executed twice");
     assert_eq!(
-        envoy.counter("wasmcustom.meshward.idempotency.not_stored"),
+        envoy.counter("wasmcustom.meshward.idempotency.uncacheable"),
         1
     );
 }

@@ -33,7 +33,7 @@ struct Metrics {
     conflicts: Counter,
     mismatches: Counter,
     released: Counter,
-    not_stored: Counter,
+    uncacheable: Counter,
     evictions: Counter,
     rejected: Counter,
     store_errors: Counter,
@@ -48,7 +48,7 @@ impl Metrics {
             conflicts: counter("conflicts"),
             mismatches: counter("mismatches"),
             released: counter("released"),
-            not_stored: counter("not_stored"),
+            uncacheable: counter("uncacheable"),
             evictions: counter("evictions"),
             rejected: counter("rejected"),
             store_errors: counter("store_errors"),
@@ -225,7 +225,7 @@ impl IdempotencyHttp {
         match result {
             Ok(Finish::Stored) => {}
             Ok(Finish::NotStored(reason)) => {
-                runtime.metrics.not_stored.increment();
+                runtime.metrics.uncacheable.increment();
                 log::debug(&format!("meshward idempotency: response not stored: {}", reason.as_str()));
             }
             Ok(Finish::LeaseLost) => log::warn("meshward idempotency: the record's lock expired before the response completed; it was not stored"),

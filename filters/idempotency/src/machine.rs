@@ -651,6 +651,23 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_body_is_a_413_problem() {
+        let config = parse(br#"{"maxBodyBytes":10}"#).unwrap();
+        let reply = body_too_large(&config);
+        assert_eq!(reply.status, 413);
+        assert_eq!(
+            reply.headers,
+            [(
+                "content-type".to_string(),
+                "application/problem+json".to_string()
+            )]
+        );
+        let problem: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(problem["status"], 413);
+        assert!(problem["detail"].as_str().unwrap().contains("10 bytes"));
+    }
+
+    #[test]
     fn responses_are_classified() {
         let config = parse(b"{}").unwrap();
         assert_eq!(
