@@ -54,16 +54,8 @@ impl Request {
         self
     }
 
-    /// Sends the request to `127.0.0.1:port`.
-    pub fn send(&self, port: u16) -> Result<Response, String> {
-        let target = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut stream = connect(target, self.source_ip)?;
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        stream
-            .set_write_timeout(Some(TIMEOUT))
-            .map_err(|e| e.to_string())?;
+    /// The request as sent on the wire: head, raw headers, blank line, body.
+    fn wire_bytes(&self) -> Vec<u8> {
         let mut head = format!(
             "{} {} HTTP/1.1\r\nhost: meshward.test\r\nconnection: close\r\n",
             self.method, self.path
@@ -71,11 +63,7 @@ impl Request {
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        if !self.body.is_empty()
-            || self.method == "POST"
-            || self.method == "PUT"
-            || self.method == "PATCH"
-        {
+        if !self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
             head.push_str(&format!("content-length: {}\r\n", self.body.len()));
         }
         let mut bytes = head.into_bytes();
@@ -86,11 +74,35 @@ impl Request {
             bytes.extend_from_slice(b"\r\n");
         }
         bytes.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+
+    /// Sends the request, waits `wait`, then closes the connection without reading:
+    /// a client that gives up.
+    pub fn send_and_abandon(&self, port: u16, wait: Duration) -> Result<(), String> {
+        let target = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut stream = connect(target, self.source_ip)?;
         stream
-            .write_all(&bytes)
+            .write_all(&self.wire_bytes())
             .map_err(|e| format!("write: {e}"))?;
+        std::thread::sleep(wait);
+        drop(stream);
+        Ok(())
+    }
+
+    /// Sends the request to `127.0.0.1:port`.
+    pub fn send(&self, port: u16) -> Result<Response, String> {
+        let target = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut stream = connect(target, self.source_ip)?;
         stream
-            .write_all(&self.body)
+            .set_read_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        stream
+            .set_write_timeout(Some(TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(&self.wire_bytes())
             .map_err(|e| format!("write: {e}"))?;
         let mut raw = Vec::new();
         stream

@@ -23,7 +23,14 @@ for i in 1 2 3 4; do curl -s -o /dev/null -w "%{http_code}\n" http://127.0.0.1:1
 # 5. Trace context: the upstream sees a traceparent with the same trace id and a new span id, the reply a traceresponse
 curl -s -D - -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' http://127.0.0.1:10000/api/trace | grep -iE 'traceresponse|"traceparent"|"tracestate"'
 
-# 6. The filters' metrics, as Prometheus scrapes them
+# 6. Idempotency-Key on /orders: the first POST executes, the retry is replayed (Idempotent-Replayed: true),
+#    the same key with another body is 422, and a POST without a key is 400
+curl -s -i -X POST -H 'Idempotency-Key: "order-1"' -d '{"qty":1}' http://127.0.0.1:10000/orders | head -1
+curl -s -i -X POST -H 'Idempotency-Key: "order-1"' -d '{"qty":1}' http://127.0.0.1:10000/orders | grep -iE '^HTTP|idempotent-replayed'
+curl -s -o /dev/null -w "%{http_code}\n" -X POST -H 'Idempotency-Key: "order-1"' -d '{"qty":2}' http://127.0.0.1:10000/orders
+curl -s -o /dev/null -w "%{http_code}\n" -X POST -d '{"qty":1}' http://127.0.0.1:10000/orders
+
+# 7. The filters' metrics, as Prometheus scrapes them
 curl -s http://127.0.0.1:9901/stats/prometheus | grep '^meshward_'
 "#;
 
@@ -34,7 +41,12 @@ pub fn config_for_test(upstream_port: u16) -> Result<String, String> {
         std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let module = crate::paths::wasm_module("meshward_ratelimit")?;
     let trace_module = crate::paths::wasm_module("meshward_trace_inject")?;
+    let idempotency_module = crate::paths::wasm_module("meshward_idempotency")?;
     let replacements = [
+        (
+            "filename: target/meshward-wasm/meshward_idempotency.wasm".to_string(),
+            format!("filename: {}", idempotency_module.display()),
+        ),
         (
             "filename: target/meshward-wasm/meshward_trace_inject.wasm".to_string(),
             format!("filename: {}", trace_module.display()),

@@ -81,6 +81,9 @@ impl Reply {
     }
 }
 
+/// See `serve_connection`: a reply header that makes the test upstream die mid-body.
+pub const TRUNCATE_HEADER: &str = "x-test-truncate-at";
+
 /// Decides the reply for each recorded request (runs on the connection's thread).
 pub type Handler = Arc<dyn Fn(&RecordedRequest) -> Reply + Send + Sync>;
 
@@ -186,6 +189,13 @@ fn serve_connection(
         if reply.status == 0 {
             return;
         }
+        // A reply carrying `x-test-truncate-at: N` announces its full length but sends
+        // only N body bytes, then closes: an upstream that dies mid-response.
+        let truncate_at: Option<usize> = reply
+            .headers
+            .iter()
+            .find(|(name, _)| name == TRUNCATE_HEADER)
+            .and_then(|(_, value)| value.parse().ok());
         let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
         for (name, value) in &reply.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
@@ -195,9 +205,19 @@ fn serve_connection(
             head.push_str("connection: close\r\n");
         }
         head.push_str("\r\n");
+        let body = match truncate_at {
+            Some(n) => reply.body.get(..n).unwrap_or(&reply.body),
+            None => &reply.body,
+        };
+        if truncate_at.is_some() {
+            let _ = writer
+                .write_all(head.as_bytes())
+                .and_then(|_| writer.write_all(body));
+            return;
+        }
         if writer
             .write_all(head.as_bytes())
-            .and_then(|_| writer.write_all(&reply.body))
+            .and_then(|_| writer.write_all(body))
             .is_err()
             || !keep_alive
         {

@@ -98,7 +98,24 @@ fn the_printed_curl_lines_show_200s_turning_into_429s() {
         "the 429 went through trace-inject on its way out"
     );
 
-    // 6. metrics
+    // 6. idempotency on /orders
+    let order =
+        || Request::post("/orders", br#"{"qty":1}"#).header("idempotency-key", "\"order-1\"");
+    let first = get(order());
+    assert_eq!(first.status, 200);
+    assert!(first.header("idempotent-replayed").is_none());
+    let again = get(order());
+    assert_eq!(
+        (again.status, again.header("idempotent-replayed")),
+        (200, Some("true"))
+    );
+    assert_eq!(again.body, first.body, "byte-identical replay");
+    let other =
+        get(Request::post("/orders", br#"{"qty":2}"#).header("idempotency-key", "\"order-1\""));
+    assert_eq!(other.status, 422);
+    assert_eq!(get(Request::post("/orders", b"")).status, 400);
+
+    // 7. metrics
     let prometheus = envoy.prometheus().unwrap();
     let value = |series: &str| meshward_e2e::stats::prometheus_value(&prometheus, series);
     assert_eq!(
@@ -114,5 +131,6 @@ fn the_printed_curl_lines_show_200s_turning_into_429s() {
         Some(2.0)
     );
     assert_eq!(value("meshward_trace_inject_propagated{}"), Some(1.0));
-    assert_eq!(upstream.hits(), 5 + 3 + 2 + 1 + 4);
+    assert_eq!(value("meshward_idempotency_replays{}"), Some(1.0));
+    assert_eq!(upstream.hits(), 5 + 3 + 2 + 1 + 4 + 1);
 }

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshward_e2e::upstream::TRUNCATE_HEADER;
+
 use meshward_e2e::{
     Bootstrap, Envoy, EnvoyOptions, RecordedRequest, RecordingUpstream, Reply, Request, Response,
 };
@@ -31,6 +33,17 @@ fn upstream() -> RecordingUpstream {
             }
             if request.path.starts_with("/reset") && resets.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Reply::reset();
+            }
+            if request.path.starts_with("/cut") {
+                let headers = vec![
+                    ("content-type".into(), "text/plain".into()),
+                    (TRUNCATE_HEADER.into(), "100".into()),
+                ];
+                return Reply {
+                    status: 200,
+                    headers,
+                    body: vec![b'y'; 1000],
+                };
             }
             if request.path.starts_with("/big") {
                 return Reply {
@@ -185,6 +198,42 @@ fn an_upstream_reset_releases_the_key_so_a_retry_executes() {
     assert!(retry.header("idempotent-replayed").is_none());
     assert_eq!(upstream.hits(), 2);
     assert_eq!(envoy.counter("wasmcustom.meshward.idempotency.released"), 1);
+}
+
+#[test]
+fn an_upstream_dying_mid_response_executed_so_a_retry_does_not_run_it_again() {
+    let (upstream, envoy) = start(CONFIG);
+    // The upstream answered 200 and died 100 bytes into 1000: the client sees a broken
+    // response, but the request was executed.
+    let _ = post("/cut", "k-cut", "{}", "alice").send(envoy.port());
+    assert_eq!(upstream.hits(), 1);
+    let retry = send(&envoy, post("/cut", "k-cut", "{}", "alice"));
+    assert_eq!(retry.status, 409, "{}", retry.body_text());
+    assert!(
+        retry.body_text().contains("cut off"),
+        "{}",
+        retry.body_text()
+    );
+    assert_eq!(upstream.hits(), 1, "not executed twice");
+}
+
+#[test]
+fn a_client_that_gives_up_after_forwarding_keeps_the_key_locked() {
+    let (upstream, envoy) = start(r#"{"lockTimeout":"3s"}"#);
+    // The upstream takes 300 ms; the client leaves after 50 ms.
+    post("/slow/x", "k-gone", "{}", "alice")
+        .send_and_abandon(envoy.port(), Duration::from_millis(50))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let retry = send(&envoy, post("/slow/x", "k-gone", "{}", "alice"));
+    assert_eq!(
+        retry.status, 409,
+        "whether it executed is unknown: locked, not run again"
+    );
+    std::thread::sleep(Duration::from_millis(3000));
+    let later = send(&envoy, post("/slow/x", "k-gone", "{}", "alice"));
+    assert_eq!(later.status, 201, "after lockTimeout the key is free");
+    assert!(upstream.hits() <= 2);
 }
 
 #[test]

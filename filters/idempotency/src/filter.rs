@@ -149,23 +149,19 @@ struct IdempotencyHttp {
 
 impl Context for IdempotencyHttp {}
 
+/// Sends a local reply. Never continues the request: a refusal must not become a
+/// second execution. (proxy-wasm 0.2.5 traps on a host failure here anyway.)
 fn send(reply: &Reply) -> Action {
     let headers: Vec<(&str, &str)> = reply
         .headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    if let Err(status) = proxy_wasm::hostcalls::send_http_response(
+    let _ = proxy_wasm::hostcalls::send_http_response(
         u32::from(reply.status),
         headers,
         Some(&reply.body),
-    ) {
-        log::error(&format!(
-            "meshward idempotency: could not send the {} reply ({status:?})",
-            reply.status
-        ));
-        return Action::Continue;
-    }
+    );
     Action::Pause
 }
 
@@ -209,6 +205,14 @@ impl IdempotencyHttp {
                 reply.as_ref().map_or(Action::Continue, send)
             }
         }
+    }
+
+    fn reserve_with_buffered_body(&mut self, runtime: &Runtime, size: usize) -> Action {
+        let body = proxy_wasm::hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.reserve(runtime, &body)
     }
 
     fn finish(&mut self, runtime: &Runtime, outcome: Result<StoredResponse, NotStored>) {
@@ -287,20 +291,33 @@ impl HttpContext for IdempotencyHttp {
         }
         if body_size > runtime.config.max_body_bytes {
             self.pending = None;
-            runtime.metrics.rejected.increment();
             return match runtime.config.oversized_body {
-                Oversized::Reject => send(&machine::body_too_large(&runtime.config)),
-                Oversized::PassThrough => Action::Continue,
+                Oversized::Reject => {
+                    runtime.metrics.rejected.increment();
+                    send(&machine::body_too_large(&runtime.config))
+                }
+                Oversized::PassThrough => {
+                    log::debug("meshward idempotency: body over maxBodyBytes, passed through without idempotency");
+                    Action::Continue
+                }
             };
         }
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = proxy_wasm::hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.reserve(&runtime, &body)
+        self.reserve_with_buffered_body(&runtime, body_size)
+    }
+
+    /// Trailers end a request whose last body callback did not: decide now, with the
+    /// body held so far.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(runtime) = self.runtime.clone() else {
+            return Action::Continue;
+        };
+        if self.pending.is_none() {
+            return Action::Continue;
+        }
+        self.reserve_with_buffered_body(&runtime, runtime.config.max_body_bytes)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -371,11 +388,27 @@ impl HttpContext for IdempotencyHttp {
         Action::Continue
     }
 
-    /// The stream ended: anything not completed by now (upstream reset, client gone,
-    /// timeout) is released so a retry executes again.
-    fn on_log(&mut self) {
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if let Some(runtime) = self.runtime.clone() {
-            self.release(&runtime);
+            self.on_response_end(&runtime);
+        }
+        Action::Continue
+    }
+
+    /// The stream ended without the response completing. If the upstream had started
+    /// answering, it executed: record "executed, not stored" so a retry cannot run it
+    /// again. If no answer came at all (client gone, stream reset before a response),
+    /// whether it executed is unknown: keep the lock, which expires after
+    /// `lockTimeout`. Only an Envoy-generated response (seen in the response headers)
+    /// releases the key at once.
+    fn on_log(&mut self) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        if self.capture.take().is_some() {
+            self.finish(&runtime, Err(NotStored::Incomplete));
+        } else if self.lease.take().is_some() {
+            log::debug("meshward idempotency: stream ended before any response; the key stays locked until lockTimeout");
         }
     }
 }

@@ -107,6 +107,9 @@ pub fn plan_request(config: &CompiledConfig, request: &RequestHead) -> RequestPl
     if config.identity_client_address {
         identity.push(request.source_ip().unwrap_or(""));
     }
+    // The host keeps listeners and services that share a VM (and so a table) apart.
+    let host = request.host().unwrap_or("").to_ascii_lowercase();
+    identity.push(&host);
     RequestPlan::Check {
         scope: scope(&identity, method, route, &key),
     }
@@ -435,6 +438,29 @@ mod tests {
                     ]
                 )
             )
+        );
+        let mut other_host = request(
+            "POST",
+            "/a",
+            &[
+                ("idempotency-key", "\"k\""),
+                ("x-meshward-principal", "alice"),
+            ],
+        );
+        other_host = RequestHead::new(
+            vec![
+                (":method".into(), "POST".into()),
+                (":path".into(), "/a".into()),
+                (":authority".into(), "billing.internal".into()),
+                ("idempotency-key".into(), "\"k\"".into()),
+                ("x-meshward-principal".into(), "alice".into()),
+            ],
+            other_host.source_ip().map(str::to_string),
+        );
+        assert_ne!(
+            base,
+            scope_of(&config, &other_host),
+            "another host is another scope"
         );
     }
 

@@ -20,6 +20,10 @@ pub enum NotStored {
     TooLarge,
     Streaming,
     StoreFull,
+    /// The response started but the stream ended before it was complete.
+    Incomplete,
+    /// The body could not be written to the store.
+    StoreFailed,
 }
 
 impl NotStored {
@@ -28,6 +32,8 @@ impl NotStored {
             NotStored::TooLarge => 1,
             NotStored::Streaming => 2,
             NotStored::StoreFull => 3,
+            NotStored::Incomplete => 4,
+            NotStored::StoreFailed => 5,
         }
     }
 
@@ -36,6 +42,8 @@ impl NotStored {
             1 => Some(NotStored::TooLarge),
             2 => Some(NotStored::Streaming),
             3 => Some(NotStored::StoreFull),
+            4 => Some(NotStored::Incomplete),
+            5 => Some(NotStored::StoreFailed),
             _ => None,
         }
     }
@@ -45,6 +53,8 @@ impl NotStored {
             NotStored::TooLarge => "the response was larger than maxResponseBytes",
             NotStored::Streaming => "the response was a stream",
             NotStored::StoreFull => "the idempotency store was full (maxStoredBytes)",
+            NotStored::Incomplete => "the response was cut off before it completed",
+            NotStored::StoreFailed => "the response could not be written to the store",
         }
     }
 }

@@ -146,14 +146,21 @@ impl<'a> SharedDataRecords<'a> {
         u32::from_le_bytes(array(scope, 12)) % self.pages
     }
 
-    /// Creates the index pages and the byte counter (see the rate limiter's table for
-    /// why creation happens at configure time only).
+    /// Creates the index pages, the body keys and the byte counter (see the rate
+    /// limiter's table for why creation happens at configure time only). Body keys exist
+    /// from the start so every body write can be compare-and-swap.
     pub fn prepare(&self) -> Result<(), StoreError> {
         let empty = encode_page(&[Entry::default(); 8]);
         for page in 0..self.pages {
             let key = self.page_key(page);
             if self.store.get(&key)?.is_none() {
                 self.store.set(&key, &empty, None)?;
+            }
+        }
+        for slot in 0..self.pages.saturating_mul(WAYS) {
+            let key = self.body_key(slot);
+            if self.store.get(&key)?.is_none() {
+                self.store.set(&key, &0u32.to_le_bytes(), None)?;
             }
         }
         if self.store.get(&self.bytes_key())?.is_none() {
@@ -210,13 +217,26 @@ impl<'a> SharedDataRecords<'a> {
         Err(StoreError::CasMismatch)
     }
 
-    /// Drops a body a record no longer needs (after its index entry changed).
-    fn free_body(&self, slot: u32, len: u32) -> Result<(), StoreError> {
-        if len > 0 {
-            self.store.set(&self.body_key(slot), &[], None)?;
-            self.account(-i64::from(len))?;
+    /// Drops the body written by `generation` (and only that one, so a newer claim's
+    /// body is never touched), and takes its bytes off the counter. Best effort: it runs
+    /// after the index changed, so a failure is absorbed here instead of becoming an
+    /// error that would orphan the record.
+    fn free_body(&self, slot: u32, generation: u32, len: u32) {
+        if len == 0 {
+            return;
         }
-        Ok(())
+        let key = self.body_key(slot);
+        if let Ok(Some(body)) = self.store.get(&key) {
+            let written_by = u32::from_le_bytes(array(&body.value, 0));
+            if written_by == generation
+                && self
+                    .store
+                    .set(&key, &generation.to_le_bytes(), Some(body.cas))
+                    .is_ok()
+            {
+                let _ = self.account(-i64::from(len));
+            }
+        }
     }
 
     /// Updates one entry of a page with compare-and-swap, retrying on races.
@@ -244,27 +264,33 @@ impl<'a> SharedDataRecords<'a> {
     }
 
     /// Clears expired records in `count` pages from `first` (wrapping). Returns how
-    /// many were cleared.
+    /// many were cleared. A page that fails is skipped; the others are still swept.
     pub fn sweep(&self, now: u64, first: u32, count: u32) -> Result<u32, StoreError> {
         let mut cleared = 0;
         for offset in 0..count.min(self.pages) {
             let page = first.wrapping_add(offset) % self.pages;
-            let freed = self.update_entry(page, |entries| {
-                let mut freed = Vec::new();
-                for (way, entry) in entries.iter_mut().enumerate() {
-                    if entry.state != EMPTY && entry.expires_at <= now {
-                        freed.push((way, entry.body_len));
-                        *entry = Entry {
-                            generation: entry.generation,
-                            ..Entry::default()
-                        };
+            let freed = self
+                .update_entry(page, |entries| {
+                    let mut freed = Vec::new();
+                    for (way, entry) in entries.iter_mut().enumerate() {
+                        if entry.state != EMPTY && entry.expires_at <= now {
+                            freed.push((way, entry.generation, entry.body_len));
+                            *entry = Entry {
+                                generation: entry.generation,
+                                ..Entry::default()
+                            };
+                        }
                     }
-                }
-                (!freed.is_empty()).then_some(freed)
-            })?;
-            for (way, len) in freed.unwrap_or_default() {
+                    (!freed.is_empty()).then_some(freed)
+                })
+                .unwrap_or(None);
+            for (way, generation, len) in freed.unwrap_or_default() {
                 cleared += 1;
-                self.free_body(page * WAYS + u32::try_from(way).unwrap_or(0), len)?;
+                self.free_body(
+                    page * WAYS + u32::try_from(way).unwrap_or(0),
+                    generation,
+                    len,
+                );
             }
         }
         Ok(cleared)
@@ -341,7 +367,7 @@ impl RecordStore for SharedDataRecords<'_> {
             {
                 Ok(()) => {
                     let slot = page * WAYS + u32::try_from(way).unwrap_or(0);
-                    self.free_body(slot, previous.body_len)?;
+                    self.free_body(slot, previous.generation, previous.body_len);
                     return Ok(Reservation::Execute {
                         lease: Lease { slot, generation },
                         evicted: evicted && previous.live(now),
@@ -370,6 +396,10 @@ impl RecordStore for SharedDataRecords<'_> {
                 .get(way)
                 .is_some_and(|e| e.generation == lease.generation && e.state == IN_FLIGHT)
         };
+        // Read the body key first: the CAS write below then fails if anyone (a newer
+        // claim of this slot) wrote it after we checked ownership.
+        let body_key = self.body_key(lease.slot);
+        let body_cas = self.store.get(&body_key)?.map(|b| b.cas);
         if !owns(&self.read_page(page)?.0) {
             return Ok(Finish::LeaseLost);
         }
@@ -379,7 +409,17 @@ impl RecordStore for SharedDataRecords<'_> {
             if self.account(len)? {
                 let mut value = lease.generation.to_le_bytes().to_vec();
                 value.extend_from_slice(encoded);
-                self.store.set(&self.body_key(lease.slot), &value, None)?;
+                match self.store.set(&body_key, &value, body_cas) {
+                    Ok(()) => {}
+                    Err(StoreError::CasMismatch) => {
+                        let _ = self.account(-len);
+                        return Ok(Finish::LeaseLost);
+                    }
+                    Err(_) => {
+                        let _ = self.account(-len);
+                        outcome = Err(NotStored::StoreFailed);
+                    }
+                }
             } else {
                 outcome = Err(NotStored::StoreFull);
             }
@@ -402,16 +442,22 @@ impl RecordStore for SharedDataRecords<'_> {
             entry.last_used = now;
             entry.body_len = body_len;
             Some(())
-        })?;
+        });
         match (updated, outcome) {
-            (Some(()), Ok(_)) => Ok(Finish::Stored),
-            (Some(()), Err(reason)) => Ok(Finish::NotStored(reason)),
-            (None, Ok(_)) => {
-                // Lost the record while writing: undo the accounting.
-                self.account(-i64::from(body_len))?;
+            (Ok(Some(())), Ok(_)) => Ok(Finish::Stored),
+            (Ok(Some(())), Err(reason)) => Ok(Finish::NotStored(reason)),
+            (Ok(None), Ok(_)) => {
+                // Lost the record while writing: take the body back out.
+                self.free_body(lease.slot, lease.generation, body_len);
                 Ok(Finish::LeaseLost)
             }
-            (None, Err(_)) => Ok(Finish::LeaseLost),
+            (Ok(None), Err(_)) => Ok(Finish::LeaseLost),
+            (Err(err), written) => {
+                if written.is_ok() {
+                    self.free_body(lease.slot, lease.generation, body_len);
+                }
+                Err(err)
+            }
         }
     }
 
