@@ -150,12 +150,8 @@ impl HttpContext for RateLimitHttp {
                 .collect();
             reply.push(("content-type", problem::CONTENT_TYPE));
             let body = headers::problem(config, &decision).to_json();
-            if let Err(status) =
-                proxy_wasm::hostcalls::send_http_response(429, reply, Some(body.as_bytes()))
-            {
-                log::error(&format!("meshward ratelimit: could not send the 429 reply ({status:?}); letting the request through"));
-                return Action::Continue;
-            }
+            // proxy-wasm 0.2.5 traps on a host failure here; there is no error to handle.
+            let _ = proxy_wasm::hostcalls::send_http_response(429, reply, Some(body.as_bytes()));
             return Action::Pause;
         }
         if config.response_headers.on_allowed {
