@@ -106,13 +106,11 @@ pub fn parse_multi(
     {
         return Ok(None);
     }
+    // An unreadable X-B3-Sampled is "no decision", not a reason to drop the ids.
     let sampling = if flags.map(str::trim) == Some("1") {
         Some(Sampling::Debug)
     } else {
-        match sampled {
-            Some(value) => Some(Sampling::parse(value).ok_or(())?),
-            None => None,
-        }
+        sampled.and_then(Sampling::parse)
     };
     let context = match (trace, span) {
         (Some(trace), Some(span)) => Some(B3Context {
@@ -129,19 +127,19 @@ pub fn parse_multi(
     Ok(Some(B3 { context, sampling }))
 }
 
-/// `b3: {trace}-{span}-{1|0}[-{parent}]`.
+/// `b3: {trace}-{span}-{1|0|d}[-{parent}]`.
 pub fn format_single(
     trace_id: &TraceId,
     span_id: &SpanId,
-    sampled: bool,
+    sampling: Sampling,
     parent: Option<&SpanId>,
 ) -> String {
-    let mut out = format!(
-        "{}-{}-{}",
-        trace_id.hex(),
-        span_id.hex(),
-        if sampled { '1' } else { '0' }
-    );
+    let state = match sampling {
+        Sampling::Accept => '1',
+        Sampling::Deny => '0',
+        Sampling::Debug => 'd',
+    };
+    let mut out = format!("{}-{}-{state}", trace_id.hex(), span_id.hex());
     if let Some(parent) = parent {
         out.push('-');
         out.push_str(&parent.hex());
@@ -246,7 +244,11 @@ mod tests {
             "trace id without span id"
         );
         assert!(parse_multi(Some("zz"), Some("a2fb4a1d1a96d312"), None, None, None).is_err());
-        assert!(parse_multi(None, None, None, Some("maybe"), None).is_err());
+        assert_eq!(
+            parse_multi(None, None, None, Some("maybe"), None),
+            Ok(Some(B3::default())),
+            "unreadable sampling is no decision"
+        );
     }
 
     #[test]
@@ -254,7 +256,7 @@ mod tests {
         let trace = TraceId::parse("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
         let span = SpanId::parse("00f067aa0ba902b7").unwrap();
         let parent = SpanId::parse("b7ad6b7169203331").unwrap();
-        let text = format_single(&trace, &span, true, Some(&parent));
+        let text = format_single(&trace, &span, Sampling::Accept, Some(&parent));
         assert_eq!(
             text,
             "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1-b7ad6b7169203331"

@@ -54,6 +54,8 @@ pub struct Outcome {
     pub restart: Option<Restart>,
     pub tracestate_dropped: bool,
     pub baggage_dropped: usize,
+    /// B3 debug (`d` / `X-B3-Flags: 1`) arrived: propagated as such in B3 output.
+    pub debug: bool,
     /// Request headers to remove (first), then to set (replacing a single existing
     /// value). Only headers the request carries are listed for removal.
     pub remove: Vec<String>,
@@ -113,22 +115,32 @@ fn read_w3c(
 
 /// B3 context and/or sampling; `Err` when B3 headers are present but malformed.
 fn read_b3(config: &CompiledConfig, request: &RequestHead) -> Result<Option<b3::B3>, ()> {
-    if config.accepts(Format::B3Single) {
-        if let Some(single) = request.header("b3") {
-            return b3::parse_single(single).map(Some).ok_or(());
+    let multi = || {
+        if !config.accepts(Format::B3Multi) {
+            return Ok(None);
         }
-    }
-    if config.accepts(Format::B3Multi) {
         let h = |name: &str| request.header(name);
-        return b3::parse_multi(
+        b3::parse_multi(
             h("x-b3-traceid"),
             h("x-b3-spanid"),
             h("x-b3-parentspanid"),
             h("x-b3-sampled"),
             h("x-b3-flags"),
-        );
+        )
+    };
+    if config.accepts(Format::B3Single) {
+        if let Some(single) = request.header("b3") {
+            // A malformed single header falls back to a usable multi-header set.
+            return match b3::parse_single(single) {
+                Some(parsed) => Ok(Some(parsed)),
+                None => match multi() {
+                    Ok(Some(parsed)) if parsed.context.is_some() => Ok(Some(parsed)),
+                    _ => Err(()),
+                },
+            };
+        }
     }
-    Ok(None)
+    multi()
 }
 
 fn ratio_threshold(config: &CompiledConfig, request: &RequestHead) -> u64 {
@@ -216,6 +228,7 @@ pub fn process(
         source,
         restart,
         tracestate_dropped: false,
+        debug: b3_sampling == Some(Sampling::Debug),
         baggage_dropped: 0,
         remove: Vec::new(),
         set: Vec::new(),
@@ -293,12 +306,18 @@ fn write_trace_headers(
             outcome.set.push(("tracestate".into(), state.format()));
         }
     }
-    let sampled = outcome.sampled();
+    let sampling = if outcome.debug {
+        Sampling::Debug
+    } else if outcome.sampled() {
+        Sampling::Accept
+    } else {
+        Sampling::Deny
+    };
     if emit.contains(&Format::B3Single) {
         let value = b3::format_single(
             &outcome.trace_id,
             &outcome.span_id,
-            sampled,
+            sampling,
             outcome.parent_id.as_ref(),
         );
         outcome.set.push(("b3".into(), value));
@@ -313,10 +332,12 @@ fn write_trace_headers(
         if let Some(parent) = outcome.parent_id {
             outcome.set.push(("x-b3-parentspanid".into(), parent.hex()));
         }
-        outcome.set.push((
-            "x-b3-sampled".into(),
-            if sampled { "1" } else { "0" }.into(),
-        ));
+        // Debug is sent as X-B3-Flags: 1, which implies sampling (no X-B3-Sampled).
+        match sampling {
+            Sampling::Debug => outcome.set.push(("x-b3-flags".into(), "1".into())),
+            Sampling::Accept => outcome.set.push(("x-b3-sampled".into(), "1".into())),
+            Sampling::Deny => outcome.set.push(("x-b3-sampled".into(), "0".into())),
+        }
     }
 }
 
@@ -333,7 +354,9 @@ fn write_baggage(config: &CompiledConfig, request: &RequestHead, outcome: &mut O
     }
     for (key, header) in &config.baggage_to_headers {
         outcome.remove.push(header.clone());
-        if let Some(value) = baggage.decoded(key) {
+        // A decoded value may carry %0D%0A: never copy control characters into a header.
+        let safe = |value: &String| !value.chars().any(|c| c.is_control() && c != '\t');
+        if let Some(value) = baggage.decoded(key).filter(safe) {
             outcome.set.push((header.clone(), value));
         }
     }
@@ -634,6 +657,43 @@ mod tests {
             ["traceparent"],
             "removed first so the set leaves exactly one"
         );
+    }
+
+    #[test]
+    fn b3_debug_survives_and_malformed_single_falls_back_to_multi() {
+        let debug = run(
+            r#"{"emit":["b3Single","b3Multi"]}"#,
+            Direction::Inbound,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d")],
+        );
+        assert!(
+            set(&debug, "b3").unwrap().contains("-d-"),
+            "{:?}",
+            set(&debug, "b3")
+        );
+        assert_eq!(set(&debug, "x-b3-flags"), Some("1"));
+        assert_eq!(set(&debug, "x-b3-sampled"), None);
+        let fallback = run(
+            "{}",
+            Direction::Inbound,
+            &[
+                ("b3", "garbage"),
+                ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+                ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ],
+        );
+        assert_eq!((fallback.source, fallback.restart), (Source::B3, None));
+        assert_eq!(fallback.trace_id.hex(), "80f198ee56343ba864fe8b2a57d3eff7");
+    }
+
+    #[test]
+    fn baggage_values_with_control_characters_are_not_copied_into_headers() {
+        let outcome = run(
+            r#"{"baggage":{"toHeaders":[{"key":"k","header":"x-k"}]}}"#,
+            Direction::Inbound,
+            &[("baggage", "k=%0d%0aX-Evil:%201")],
+        );
+        assert_eq!(set(&outcome, "x-k"), None);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! Grammar (Trace Context Level 2 §3.3): list-members separated by `,` with optional
 //! whitespace; empty members are allowed and ignored; at most 32 members; keys are
-//! `lcalpha 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/")` or multi-tenant
+//! `(lcalpha / DIGIT) 0*255(lcalpha / DIGIT / "_" / "-" / "*" / "/")` (Level 2 lets a
+//! key start with a digit) or multi-tenant
 //! `tenant@system` (tenant: `(lcalpha / DIGIT) 0*240(...)`, system:
 //! `lcalpha 0*13(...)`); values are 1–256 printable ASCII characters except `,` and `=`,
 //! not ending in a space; keys are unique. A header that breaks any rule is discarded
@@ -33,7 +34,9 @@ pub fn is_valid_key(key: &str) -> bool {
     let bytes = key.as_bytes();
     match key.split_once('@') {
         None => {
-            bytes.first().is_some_and(u8::is_ascii_lowercase)
+            bytes
+                .first()
+                .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
                 && bytes.len() <= 256
                 && bytes.iter().all(|c| is_key_char(*c))
         }
@@ -150,6 +153,7 @@ mod tests {
 
     #[test]
     fn key_grammar() {
+        assert!(is_valid_key("1vendor"), "Level 2: a digit may start a key");
         for good in [
             "a",
             "a1_-*/",
@@ -163,7 +167,6 @@ mod tests {
         for bad in [
             "",
             "A",
-            "1abc",
             "a.b",
             "a b",
             "@s",

@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(parsed) = b3::parse_single(single) {
         if let Some(context) = parsed.context {
-            let text = b3::format_single(&context.trace_id, &context.span_id, true, context.parent_span_id.as_ref());
+            let text = b3::format_single(&context.trace_id, &context.span_id, b3::Sampling::Accept, context.parent_span_id.as_ref());
             assert_eq!(b3::parse_single(&text).and_then(|b| b.context), Some(context));
         }
     }
