@@ -21,8 +21,8 @@ const CONFIG: &str = r#"{
   "maxResponseBytes": 4096
 }"#;
 
-/// `/slow…` answers after 300 ms, `/reset…` resets the first time, `/big…` sends
-/// 100 kB; everything else is the JSON echo.
+/// `/slow…` answers after 300 ms, `…/reset…` resets the first time, `/cut…` dies
+/// mid-body, `/big…` sends 100 kB; everything else is the JSON echo.
 fn upstream() -> RecordingUpstream {
     let resets = Arc::new(AtomicUsize::new(0));
     RecordingUpstream::start_with(
@@ -31,7 +31,7 @@ fn upstream() -> RecordingUpstream {
             if request.path.starts_with("/slow") {
                 std::thread::sleep(Duration::from_millis(300));
             }
-            if request.path.starts_with("/reset") && resets.fetch_add(1, Ordering::SeqCst) == 0 {
+            if request.path.contains("/reset") && resets.fetch_add(1, Ordering::SeqCst) == 0 {
                 return Reply::reset();
             }
             if request.path.starts_with("/cut") {
@@ -327,4 +327,86 @@ fn memory_stays_bounded_with_100k_distinct_keys() {
     eprintln!("Envoy heap: {before} → {after} bytes (+{growth}) over 100,000 distinct keys (maxEntries 1000, maxStoredBytes 1 MB)");
     assert!(envoy.counter("wasmcustom.meshward.idempotency.evictions") >= 90_000);
     assert!(growth < 4 * 1024 * 1024, "heap grew by {growth} bytes");
+}
+
+fn concurrent(envoy: &Envoy, count: usize, request: impl Fn() -> Request + Sync) -> Vec<Response> {
+    let port = envoy.port();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..count)
+            .map(|i| {
+                let request = &request;
+                scope.spawn(move || {
+                    // Let the first one reserve before the duplicates arrive.
+                    std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 50 }));
+                    request().send(port).unwrap()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn with_in_flight_wait_duplicates_get_the_result_instead_of_409() {
+    let (upstream, envoy) = start(r#"{"inFlightWait":"3s"}"#);
+    let responses = concurrent(&envoy, 20, || post("/slow/pay", "k-wait", "{}", "alice"));
+    assert_eq!(upstream.hits(), 1);
+    assert!(
+        responses.iter().all(|r| r.status == 201),
+        "{:?}",
+        responses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let original: Vec<&Response> = responses
+        .iter()
+        .filter(|r| r.header("idempotent-replayed").is_none())
+        .collect();
+    assert_eq!(original.len(), 1);
+    for response in &responses {
+        assert_eq!(
+            response.body, original[0].body,
+            "every duplicate got the same bytes"
+        );
+    }
+    assert_eq!(
+        envoy.counter("wasmcustom.meshward.idempotency.conflicts"),
+        0
+    );
+}
+
+#[test]
+fn a_short_in_flight_wait_ends_in_409() {
+    let (upstream, envoy) = start(r#"{"inFlightWait":"100ms"}"#);
+    let responses = concurrent(&envoy, 5, || post("/slow/pay", "k-short", "{}", "alice"));
+    assert_eq!(upstream.hits(), 1);
+    assert_eq!(
+        responses.iter().filter(|r| r.status == 409).count(),
+        4,
+        "the upstream takes 300 ms, the wait is 100 ms"
+    );
+}
+
+#[test]
+fn a_waiting_duplicate_executes_when_the_first_attempt_is_released() {
+    let (upstream, envoy) = start(r#"{"inFlightWait":"3s"}"#);
+    // The first attempt is reset after 300 ms (Envoy answers 503, the key is released);
+    // one waiting duplicate then executes, and the others get its stored result.
+    let responses = concurrent(&envoy, 4, || {
+        post("/slow/reset", "k-released", "{}", "alice")
+    });
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        upstream.hits(),
+        2,
+        "the reset attempt and exactly one re-execution"
+    );
 }

@@ -65,6 +65,9 @@ pub struct IdempotencyConfig {
     pub max_stored_bytes: Option<u64>,
     #[serde(default)]
     pub failure_mode: FailureMode,
+    /// Instead of answering 409 at once, a duplicate waits up to this long for the
+    /// first request's result (then replays it, or 409 when time is up). Off by default.
+    pub in_flight_wait: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,7 +135,12 @@ pub struct CompiledConfig {
     pub max_entries: u32,
     pub max_stored_bytes: u64,
     pub failure_mode: FailureMode,
+    /// 0: answer 409 at once.
+    pub in_flight_wait_nanos: u64,
 }
+
+/// Upper bound for `inFlightWait`: a waiting request holds a connection and memory.
+const MAX_IN_FLIGHT_WAIT_NANOS: u64 = 60 * 1_000_000_000;
 
 pub const DEFAULT_MAX_ENTRIES: u32 = 10_000;
 pub const DEFAULT_MAX_STORED_BYTES: u64 = 64 * 1024 * 1024;
@@ -255,6 +263,17 @@ impl IdempotencyConfig {
                 .unwrap_or(DEFAULT_MAX_STORED_BYTES)
                 .max(1),
             failure_mode: self.failure_mode,
+            in_flight_wait_nanos: match &self.in_flight_wait {
+                None => 0,
+                Some(text) => {
+                    let nanos = parse_duration_nanos(text)
+                        .map_err(|err| root.field("inFlightWait").error(err))?;
+                    if nanos > MAX_IN_FLIGHT_WAIT_NANOS {
+                        return Err(root.field("inFlightWait").error("must be at most 60s"));
+                    }
+                    nanos
+                }
+            },
         })
     }
 }
@@ -300,6 +319,7 @@ mod tests {
             (r#"{"maxResponseBytes":0}"#, "maxResponseBytes"),
             (r#"{"maxEntries":0}"#, "maxEntries"),
             (r#"{"store5XX":true}"#, "store5XX"),
+            (r#"{"inFlightWait":"2m"}"#, "inFlightWait"),
         ];
         for (json, path) in cases {
             let err = parse(json.as_bytes()).expect_err(json);

@@ -3,6 +3,7 @@
 //! (never delaying it) to store it at the end. All decisions come from
 //! [`crate::machine`]; records live in [`crate::table::SharedDataRecords`].
 
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use crate::config::{self, CompiledConfig, Oversized};
 use crate::fingerprint::{fingerprint, Digest128};
 use crate::machine::{self, Decision, Reply, RequestPlan, ResponsePlan};
 use crate::response::StoredResponse;
-use crate::store::{Finish, Lease, NotStored, RecordStore};
+use crate::store::{Finish, Lease, NotStored, RecordStore, Reservation};
 use crate::table::SharedDataRecords;
 use meshward_filter_common::clock::Clock;
 use meshward_filter_common::host::clock::HostClock;
@@ -26,6 +27,21 @@ use meshward_filter_common::host::shared_data::HostSharedData;
 const NAMESPACE: &str = "default";
 const SWEEP_PAGES_PER_TICK: u32 = 256;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often waiting duplicates (`inFlightWait`) look at their record again.
+const WAIT_POLL: Duration = Duration::from_millis(50);
+
+/// A duplicate request paused until the first one's result is known.
+struct Waiter {
+    context_id: u32,
+    scope: Digest128,
+    fingerprint: Digest128,
+    deadline: u64,
+    /// The request's lease slot, filled if the key is released and this request gets
+    /// to execute after all.
+    lease: Rc<Cell<Option<Lease>>>,
+}
+
+type Waiters = Rc<RefCell<Vec<Waiter>>>;
 
 struct Metrics {
     executions: Counter,
@@ -76,6 +92,8 @@ impl Runtime {
 pub struct IdempotencyRoot {
     runtime: Option<Rc<Runtime>>,
     sweep_cursor: u32,
+    last_sweep: u64,
+    waiters: Waiters,
 }
 
 impl Context for IdempotencyRoot {}
@@ -107,26 +125,110 @@ impl RootContext for IdempotencyRoot {
     }
 
     fn on_tick(&mut self) {
-        let Some(runtime) = &self.runtime else { return };
-        if let Err(err) = runtime.records().sweep(
-            HostClock.now_nanos(),
-            self.sweep_cursor,
-            SWEEP_PAGES_PER_TICK,
-        ) {
-            log::warn(&format!("meshward idempotency: sweep failed: {err}"));
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let now = HostClock.now_nanos();
+        self.poll_waiters(&runtime, now);
+        if now.saturating_sub(self.last_sweep)
+            >= SWEEP_INTERVAL.as_nanos().try_into().unwrap_or(u64::MAX)
+        {
+            self.last_sweep = now;
+            if let Err(err) = runtime
+                .records()
+                .sweep(now, self.sweep_cursor, SWEEP_PAGES_PER_TICK)
+            {
+                log::warn(&format!("meshward idempotency: sweep failed: {err}"));
+            }
+            self.sweep_cursor = self.sweep_cursor.wrapping_add(SWEEP_PAGES_PER_TICK);
         }
-        self.sweep_cursor = self.sweep_cursor.wrapping_add(SWEEP_PAGES_PER_TICK);
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(IdempotencyHttp {
             runtime: self.runtime.clone(),
+            context_id,
+            waiters: self.waiters.clone(),
             ..IdempotencyHttp::default()
         }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+impl IdempotencyRoot {
+    /// Looks at every waiting duplicate's record again, acting as that request
+    /// (`set_effective_context`): replay when the first request completed, execute when
+    /// it was released, 409 when the wait is over. Back to the slow tick when none wait.
+    fn poll_waiters(&mut self, runtime: &Runtime, now: u64) {
+        // Take the list out: no borrow may be held across host calls, which could run
+        // another context's callbacks (its `on_log` removes its own entry).
+        let waiting = std::mem::take(&mut *self.waiters.borrow_mut());
+        if waiting.is_empty() {
+            return;
+        }
+        let config = &runtime.config;
+        let still: Vec<Waiter> = waiting
+            .into_iter()
+            .filter(|waiter| {
+                let reservation = runtime.records().reserve(
+                    &waiter.scope,
+                    &waiter.fingerprint,
+                    now,
+                    config.lock_nanos,
+                );
+                let still_waiting =
+                    matches!(reservation, Ok(Reservation::InFlight)) && now < waiter.deadline;
+                if still_waiting {
+                    return true;
+                }
+                if proxy_wasm::hostcalls::set_effective_context(waiter.context_id).is_err() {
+                    return false; // the request is gone
+                }
+                match machine::decide(config, reservation) {
+                    Decision::Forward { lease, evicted } => {
+                        runtime.metrics.executions.increment();
+                        if evicted {
+                            runtime.metrics.evictions.increment();
+                        }
+                        waiter.lease.set(Some(lease));
+                        let _ = proxy_wasm::hostcalls::resume_http_request();
+                    }
+                    Decision::Replay(reply) => {
+                        runtime.metrics.replays.increment();
+                        send(&reply);
+                    }
+                    Decision::Conflict(reply) => {
+                        runtime.metrics.conflicts.increment();
+                        send(&reply);
+                    }
+                    Decision::Mismatch(reply) => {
+                        runtime.metrics.mismatches.increment();
+                        send(&reply);
+                    }
+                    Decision::Unavailable { reply, error } => {
+                        runtime.metrics.store_errors.increment();
+                        log::warn(&format!("meshward idempotency: {error}"));
+                        match reply {
+                            Some(reply) => {
+                                send(&reply);
+                            }
+                            None => {
+                                let _ = proxy_wasm::hostcalls::resume_http_request();
+                            }
+                        }
+                    }
+                }
+                false
+            })
+            .collect();
+        let mut waiters = self.waiters.borrow_mut();
+        waiters.extend(still);
+        if waiters.is_empty() {
+            let _ = proxy_wasm::hostcalls::set_tick_period(SWEEP_INTERVAL);
+        }
     }
 }
 
@@ -141,9 +243,12 @@ struct Capture {
 #[derive(Default)]
 struct IdempotencyHttp {
     runtime: Option<Rc<Runtime>>,
+    context_id: u32,
+    waiters: Waiters,
     /// Set while the request takes part and is not decided yet.
     pending: Option<(Digest128, String, String)>,
-    lease: Option<Lease>,
+    /// Shared with a [`Waiter`], which may fill it.
+    lease: Rc<Cell<Option<Lease>>>,
     capture: Option<Capture>,
 }
 
@@ -174,17 +279,28 @@ impl IdempotencyHttp {
         let config = &runtime.config;
         let metrics = &runtime.metrics;
         let print = fingerprint(&method, &path, body);
-        let reservation =
-            runtime
-                .records()
-                .reserve(&scope, &print, HostClock.now_nanos(), config.lock_nanos);
+        let now = HostClock.now_nanos();
+        let reservation = runtime
+            .records()
+            .reserve(&scope, &print, now, config.lock_nanos);
+        if config.in_flight_wait_nanos > 0 && matches!(reservation, Ok(Reservation::InFlight)) {
+            self.waiters.borrow_mut().push(Waiter {
+                context_id: self.context_id,
+                scope,
+                fingerprint: print,
+                deadline: now.saturating_add(config.in_flight_wait_nanos),
+                lease: self.lease.clone(),
+            });
+            let _ = proxy_wasm::hostcalls::set_tick_period(WAIT_POLL);
+            return Action::Pause;
+        }
         match machine::decide(config, reservation) {
             Decision::Forward { lease, evicted } => {
                 metrics.executions.increment();
                 if evicted {
                     metrics.evictions.increment();
                 }
-                self.lease = Some(lease);
+                self.lease.set(Some(lease));
                 Action::Continue
             }
             Decision::Replay(reply) => {
@@ -324,7 +440,7 @@ impl HttpContext for IdempotencyHttp {
         let Some(runtime) = self.runtime.clone() else {
             return Action::Continue;
         };
-        if self.lease.is_none() {
+        if self.lease.get().is_none() {
             return Action::Continue;
         }
         let headers = read_headers(MapType::HttpResponseHeaders);
@@ -405,6 +521,11 @@ impl HttpContext for IdempotencyHttp {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
+        // A waiting request whose client left is waited for no longer.
+        let id = self.context_id;
+        self.waiters
+            .borrow_mut()
+            .retain(|waiter| waiter.context_id != id);
         if self.capture.take().is_some() {
             self.finish(&runtime, Err(NotStored::Incomplete));
         } else if self.lease.take().is_some() {
