@@ -190,7 +190,17 @@ impl HttpContext for TraceInjectHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        plugin::set_response_headers(self.response.drain(..));
+        let keep_app_traceresponse = |ours: &str| {
+            proxy_wasm::hostcalls::get_map_value(MapType::HttpResponseHeaders, "traceresponse")
+                .ok()
+                .flatten()
+                .is_some_and(|upstream| propagate::keep_upstream_traceresponse(ours, &upstream))
+        };
+        let headers = self
+            .response
+            .drain(..)
+            .filter(|(name, value)| name != "traceresponse" || !keep_app_traceresponse(value));
+        plugin::set_response_headers(headers);
         Action::Continue
     }
 }

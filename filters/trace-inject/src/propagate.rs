@@ -255,6 +255,16 @@ pub fn process(
     outcome
 }
 
+/// Whether a `traceresponse` the application already set should be kept instead of
+/// this hop's: it names the same trace and is valid, so it carries the application's own
+/// span and its sampling decision (which may have upgraded ours).
+pub fn keep_upstream_traceresponse(ours: &str, upstream: &str) -> bool {
+    match (TraceParent::parse(ours), TraceParent::parse(upstream)) {
+        (Ok(ours), Ok(theirs)) => ours.trace_id == theirs.trace_id,
+        _ => false,
+    }
+}
+
 /// For traces without an inherited decision: sampled when the trace id's random bits
 /// fall under the (route's) ratio threshold. Deterministic per trace id, so every hop
 /// that decides agrees.
@@ -694,6 +704,23 @@ mod tests {
             &[("baggage", "k=%0d%0aX-Evil:%201")],
         );
         assert_eq!(set(&outcome, "x-k"), None);
+    }
+
+    #[test]
+    fn an_applications_traceresponse_for_the_same_trace_is_kept() {
+        let ours = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(keep_upstream_traceresponse(
+            ours,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01"
+        ));
+        assert!(
+            !keep_upstream_traceresponse(
+                ours,
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            ),
+            "another trace"
+        );
+        assert!(!keep_upstream_traceresponse(ours, "garbage"));
     }
 
     #[test]
