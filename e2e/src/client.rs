@@ -17,6 +17,8 @@ pub struct Request {
     pub raw_headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
     pub source_ip: Option<IpAddr>,
+    /// When set, the body is sent chunked and followed by these trailers.
+    pub trailers: Option<Vec<(String, String)>>,
 }
 
 impl Request {
@@ -26,6 +28,7 @@ impl Request {
             path: path.into(),
             headers: Vec::new(),
             raw_headers: Vec::new(),
+            trailers: None,
             body: Vec::new(),
             source_ip: None,
         }
@@ -49,6 +52,17 @@ impl Request {
         self
     }
 
+    /// Sends the body chunked (`transfer-encoding: chunked`) followed by trailers.
+    pub fn trailers(mut self, trailers: &[(&str, &str)]) -> Self {
+        self.trailers = Some(
+            trailers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        self
+    }
+
     pub fn from_ip(mut self, ip: &str) -> Self {
         self.source_ip = ip.parse().ok();
         self
@@ -63,7 +77,10 @@ impl Request {
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        if !self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH") {
+        if self.trailers.is_some() {
+            head.push_str("transfer-encoding: chunked\r\n");
+        } else if !self.body.is_empty() || matches!(self.method.as_str(), "POST" | "PUT" | "PATCH")
+        {
             head.push_str(&format!("content-length: {}\r\n", self.body.len()));
         }
         let mut bytes = head.into_bytes();
@@ -74,7 +91,21 @@ impl Request {
             bytes.extend_from_slice(b"\r\n");
         }
         bytes.extend_from_slice(b"\r\n");
-        bytes.extend_from_slice(&self.body);
+        match &self.trailers {
+            None => bytes.extend_from_slice(&self.body),
+            Some(trailers) => {
+                if !self.body.is_empty() {
+                    bytes.extend_from_slice(format!("{:x}\r\n", self.body.len()).as_bytes());
+                    bytes.extend_from_slice(&self.body);
+                    bytes.extend_from_slice(b"\r\n");
+                }
+                bytes.extend_from_slice(b"0\r\n");
+                for (name, value) in trailers {
+                    bytes.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+                }
+                bytes.extend_from_slice(b"\r\n");
+            }
+        }
         bytes
     }
 

@@ -410,3 +410,42 @@ fn a_waiting_duplicate_executes_when_the_first_attempt_is_released() {
         "the reset attempt and exactly one re-execution"
     );
 }
+
+#[test]
+fn requests_with_trailers_are_reserved_too() {
+    // HTTP/1.1 trailers reach filters only when the connection manager enables them.
+    let upstream = upstream();
+    let bootstrap = Bootstrap::new(upstream.port())
+        .meshward_filter("meshward_idempotency", CONFIG)
+        .unwrap();
+    let mut config = bootstrap.to_json();
+    config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_protocol_options"] = serde_json::json!({"enable_trailers": true});
+    let envoy = Envoy::start_config(&config, &EnvoyOptions::default()).unwrap();
+    let with_trailers = || {
+        post("/slow/orders", "k-trailers", "{\"qty\":1}", "alice")
+            .trailers(&[("x-checksum", "abc")])
+    };
+    let port = envoy.port();
+    let responses: Vec<Response> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..6)
+            .map(|_| scope.spawn(move || with_trailers().send(port).unwrap()))
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "{:?}",
+        responses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        responses
+            .iter()
+            .filter(|r| r.status == 201 && r.header("idempotent-replayed").is_none())
+            .count(),
+        1
+    );
+    let replay = with_trailers().send(port).unwrap();
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+}
