@@ -141,6 +141,7 @@ pub struct SweepStats {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTable {
+    rule: String,
     prefix: String,
     pages: u32,
 }
@@ -152,6 +153,7 @@ impl KeyTable {
         let ways = u32::try_from(WAYS).unwrap_or(8);
         let pages = max_keys.div_ceil(ways).max(1);
         Self {
+            rule: rule_name.to_owned(),
             prefix: format!("meshward.ratelimit/{rule_name}/{pages}/"),
             pages,
         }
@@ -184,7 +186,30 @@ impl KeyTable {
     /// the main thread before workers take traffic with the new config — and the
     /// request path only ever does compare-and-swap on existing pages. Returns how
     /// many pages were created.
+    /// A rule whose `maxKeys` changed gets a new table; the configuration that changes
+    /// it empties the old pages' values (Envoy keeps keys, but their memory is given
+    /// back). The old table's state is dropped, as documented.
+    fn retire_previous_table(&self, store: &dyn SharedStore) -> Result<(), StoreError> {
+        let geometry_key = format!("meshward.ratelimit/{}/pages", self.rule);
+        let previous = store.get(&geometry_key)?.map(|v| read_u64(&v.value, 0));
+        let current = u64::from(self.pages);
+        if let Some(old_pages) = previous.filter(|old| *old != current && *old > 0) {
+            for page in 0..old_pages.min(u64::from(u32::MAX)) {
+                store.set(
+                    &format!("meshward.ratelimit/{}/{old_pages}/{page}", self.rule),
+                    &[],
+                    None,
+                )?;
+            }
+        }
+        if previous != Some(current) {
+            store.set(&geometry_key, &current.to_le_bytes(), None)?;
+        }
+        Ok(())
+    }
+
     pub fn prepare(&self, store: &dyn SharedStore) -> Result<u32, StoreError> {
+        self.retire_previous_table(store)?;
         let empty = encode_page(&[Entry::EMPTY; WAYS]);
         let mut created = 0;
         for page in 0..self.pages {
@@ -459,6 +484,44 @@ mod tests {
                 cleared: 8,
                 live: 0
             }
+        );
+    }
+
+    #[test]
+    fn a_new_max_keys_empties_the_old_table() {
+        let store = InMemoryStore::new();
+        let old = KeyTable::new("r", 16);
+        old.prepare(&store).unwrap();
+        let limit = limit(Algorithm::Gcra, 10, 1, 5);
+        old.charge(&store, &digest(1), &limit, T0, 4).unwrap();
+        assert_eq!(
+            store
+                .get("meshward.ratelimit/r/2/0")
+                .unwrap()
+                .unwrap()
+                .value
+                .len(),
+            PAGE_LEN
+        );
+        let new = KeyTable::new("r", 64);
+        new.prepare(&store).unwrap();
+        for page in 0..2 {
+            assert!(store
+                .get(&format!("meshward.ratelimit/r/2/{page}"))
+                .unwrap()
+                .unwrap()
+                .value
+                .is_empty());
+        }
+        assert_eq!(
+            store
+                .get("meshward.ratelimit/r/8/0")
+                .unwrap()
+                .unwrap()
+                .value
+                .len(),
+            PAGE_LEN,
+            "new table intact"
         );
     }
 
