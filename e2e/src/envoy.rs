@@ -132,22 +132,19 @@ impl Envoy {
                     self.log()
                 ));
             }
-            if self.admin_port == 0 {
-                if let Ok(text) = std::fs::read_to_string(admin_path) {
-                    self.admin_port = text
-                        .trim()
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| p.parse().ok())
-                        .unwrap_or(0);
-                }
-            }
-            if self.admin_port != 0 {
-                if let Ok(response) = Request::get("/ready").send(self.admin_port) {
-                    if response.status == 200 {
-                        return Ok(());
-                    }
-                }
+            // Re-read the address file until /ready answers: a half-written file must
+            // not pin a wrong port.
+            let port = std::fs::read_to_string(admin_path)
+                .ok()
+                .and_then(|text| text.trim().rsplit(':').next().and_then(|p| p.parse().ok()))
+                .unwrap_or(0);
+            if port != 0
+                && Request::get("/ready")
+                    .send(port)
+                    .is_ok_and(|r| r.status == 200)
+            {
+                self.admin_port = port;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }

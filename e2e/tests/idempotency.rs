@@ -21,14 +21,16 @@ const CONFIG: &str = r#"{
   "maxResponseBytes": 4096
 }"#;
 
-/// `/slow…` answers after 300 ms, `…/reset…` resets the first time, `/cut…` dies
+/// `/slow…` answers after 300 ms (`/slower…` after 2 s), `…/reset…` resets the first time, `/cut…` dies
 /// mid-body, `/big…` sends 100 kB; everything else is the JSON echo.
 fn upstream() -> RecordingUpstream {
     let resets = Arc::new(AtomicUsize::new(0));
     RecordingUpstream::start_with(
         "127.0.0.1:0",
         Arc::new(move |request: &RecordedRequest| {
-            if request.path.starts_with("/slow") {
+            if request.path.starts_with("/slower") {
+                std::thread::sleep(Duration::from_millis(2000));
+            } else if request.path.starts_with("/slow") {
                 std::thread::sleep(Duration::from_millis(300));
             }
             if request.path.contains("/reset") && resets.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -230,7 +232,7 @@ fn a_client_that_gives_up_after_forwarding_keeps_the_key_locked() {
         retry.status, 409,
         "whether it executed is unknown: locked, not run again"
     );
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(Duration::from_millis(3500));
     let later = send(&envoy, post("/slow/x", "k-gone", "{}", "alice"));
     assert_eq!(later.status, 201, "after lockTimeout the key is free");
     assert!(upstream.hits() <= 2);
@@ -376,12 +378,12 @@ fn with_in_flight_wait_duplicates_get_the_result_instead_of_409() {
 #[test]
 fn a_short_in_flight_wait_ends_in_409() {
     let (upstream, envoy) = start(r#"{"inFlightWait":"100ms"}"#);
-    let responses = concurrent(&envoy, 5, || post("/slow/pay", "k-short", "{}", "alice"));
+    let responses = concurrent(&envoy, 5, || post("/slower/pay", "k-short", "{}", "alice"));
     assert_eq!(upstream.hits(), 1);
     assert_eq!(
         responses.iter().filter(|r| r.status == 409).count(),
         4,
-        "the upstream takes 300 ms, the wait is 100 ms"
+        "the upstream takes 2 s, the wait is 100 ms"
     );
 }
 

@@ -290,7 +290,7 @@ fn ratelimit_fields_parse_with_an_independent_structured_field_parser() {
     assert_eq!(limited.status, 429);
     let state = members(&sf_list(limited.header("ratelimit").unwrap()));
     assert_eq!(state[0].1["r"], 0);
-    assert!((59..=60).contains(&state[0].1["t"]), "{state:?}");
+    assert!((57..=60).contains(&state[0].1["t"]), "{state:?}");
     assert_eq!(
         state[1].1["r"], 96,
         "every matching rule is charged, also on the limited request"
@@ -301,7 +301,7 @@ fn ratelimit_fields_parse_with_an_independent_structured_field_parser() {
         .parse()
         .expect("delay-seconds");
     assert!(
-        (19..=20).contains(&retry_after),
+        (17..=20).contains(&retry_after),
         "one token per 20 s: {retry_after}"
     );
     assert_eq!(
@@ -318,14 +318,19 @@ fn ratelimit_fields_parse_with_an_independent_structured_field_parser() {
 #[test]
 fn legacy_headers_when_configured() {
     let (_upstream, envoy) = start(
-        r#"{"responseHeaders":{"legacy":true,"rateLimit":false},"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":10,"per":"10s","burst":1}}]}"#,
+        r#"{"responseHeaders":{"legacy":true,"rateLimit":false},"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":10,"per":"100s","burst":1}}]}"#,
     );
     assert_eq!(status(&envoy, Request::get("/")), 200);
     let limited = send(&envoy, Request::get("/"));
     assert_eq!(limited.status, 429);
     assert_eq!(limited.header("x-ratelimit-limit"), Some("10"));
     assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
-    assert_eq!(limited.header("x-ratelimit-reset"), Some("1"));
+    let reset: u64 = limited
+        .header("x-ratelimit-reset")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((8..=10).contains(&reset), "one request per 10 s: {reset}");
     assert!(limited.header("ratelimit").is_none());
 }
 

@@ -664,8 +664,8 @@ mod tests {
             }
         }
         assert!(
-            world.store.key_count() <= 125 + 1000 + 2,
-            "pages + one body per entry + byte counter + geometry: {}",
+            world.store.key_count() <= 125 + 1000 + 1,
+            "pages + one body per entry + byte counter: {}",
             world.store.key_count()
         );
         assert!(world.records().stored_bytes() <= 50_000);

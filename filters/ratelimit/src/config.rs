@@ -18,6 +18,7 @@ pub const DEFAULT_SWEEP_INTERVAL: &str = "1s";
 pub const MAX_MAX_KEYS: u32 = 1_000_000;
 const MAX_RULES: usize = 64;
 const MIN_WINDOW_NANOS: u64 = 1_000_000;
+const MAX_WINDOW_NANOS: u64 = 366 * 86_400 * 1_000_000_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -204,6 +205,9 @@ impl RateLimitConfig {
                 .unwrap_or(DEFAULT_SWEEP_INTERVAL),
         )
         .map_err(|err| root.field("sweepInterval").error(err))?;
+        if !(10_000_000..=3_600_000_000_000).contains(&sweep_interval_nanos) {
+            return Err(root.field("sweepInterval").error("expected 10ms to 1h"));
+        }
         let needs_source_address = rules
             .iter()
             .any(|rule| rule.key.iter().any(KeyPart::needs_source_address));
@@ -314,6 +318,9 @@ impl LimitConfig {
         if per_nanos < MIN_WINDOW_NANOS {
             return Err(path.field("per").error("must be at least 1ms"));
         }
+        if per_nanos > MAX_WINDOW_NANOS {
+            return Err(path.field("per").error("must be at most 366d"));
+        }
         if self.requests == 0 || self.requests > 1_000_000_000 {
             return Err(path
                 .field("requests")
@@ -337,6 +344,15 @@ impl LimitConfig {
             (_, Some(burst)) => burst,
             (_, None) => self.requests,
         };
+        // GCRA keeps `burst × per / requests` ahead of now; bound it so the arithmetic
+        // can never saturate (which would admit everything).
+        if algorithm == Algorithm::Gcra
+            && (per_nanos / self.requests).saturating_mul(burst) > MAX_WINDOW_NANOS
+        {
+            return Err(path
+                .field("burst")
+                .error("burst × per / requests must be at most 366d"));
+        }
         Ok(Limit {
             algorithm,
             requests: self.requests,
@@ -487,6 +503,32 @@ mod tests {
             r#"{"rules":[{"name":"r","key":[{"type":"header","name":"x","nmae":"y"}],"limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
         );
         assert!(err.message.contains("unknown field `nmae`"), "{err}");
+    }
+
+    #[test]
+    fn extreme_windows_and_sweep_intervals_are_refused() {
+        let cases = [
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}],"sweepInterval":"1ms"}"#,
+                "sweepInterval",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}],"sweepInterval":"2h"}"#,
+                "sweepInterval",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"tokenBucket","requests":1,"per":"400d"}}]}"#,
+                "rules[0].limit.per",
+            ),
+            (
+                r#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1d","burst":200000}}]}"#,
+                "rules[0].limit.burst",
+            ),
+        ];
+        for (json, path) in cases {
+            assert_eq!(error_of(json).path, path, "{json}");
+        }
+        assert!(parse(br#"{"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":1,"per":"1d","burst":300}}]}"#).is_ok());
     }
 
     #[test]

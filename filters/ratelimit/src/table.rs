@@ -14,7 +14,7 @@ use meshward_filter_common::store::{SharedStore, StoreError};
 
 /// Entries per page.
 pub const WAYS: usize = 8;
-/// digest(16) tag(1) reserved(7) last_seen(8) state(24).
+/// digest(16) tag(1) reserved(3) owner(4) last_seen(8) state(24).
 const ENTRY_LEN: usize = 56;
 pub const PAGE_LEN: usize = WAYS * ENTRY_LEN;
 
@@ -23,6 +23,8 @@ struct Entry {
     digest: KeyDigest,
     /// Algorithm tag; 0 marks an empty entry.
     tag: u8,
+    /// Fingerprint of the limit that wrote the entry ([`Limit::fingerprint`]).
+    owner: u32,
     last_seen: u64,
     state: State,
 }
@@ -31,6 +33,7 @@ impl Entry {
     const EMPTY: Entry = Entry {
         digest: [0; 16],
         tag: 0,
+        owner: 0,
         last_seen: 0,
         state: State { a: 0, b: 0, c: 0 },
     };
@@ -43,6 +46,7 @@ impl Entry {
         Entry {
             digest,
             tag: bytes.get(16).copied().unwrap_or(0),
+            owner: u32::try_from(read_u64(bytes, 16) >> 32).unwrap_or(0),
             last_seen: read_u64(bytes, 24),
             state: State {
                 a: read_u64(bytes, 32),
@@ -59,6 +63,9 @@ impl Entry {
         }
         if let Some(tag) = bytes.get_mut(16) {
             *tag = self.tag;
+        }
+        if let Some(owner) = bytes.get_mut(20..24) {
+            owner.copy_from_slice(&self.owner.to_le_bytes());
         }
         write_u64(&mut bytes, 24, self.last_seen);
         write_u64(&mut bytes, 32, self.state.a);
@@ -234,13 +241,14 @@ impl KeyTable {
     ) -> Result<Charge, ChargeError> {
         let key = self.page_key(self.page_of(digest));
         let tag = limit.algorithm.tag();
+        let owner = limit.fingerprint();
         for _ in 0..=retries {
             let stored = store.get(&key).map_err(ChargeError::Store)?;
             let cas = stored.as_ref().map(|versioned| versioned.cas);
             let mut entries = stored.map_or([Entry::EMPTY; WAYS], |versioned| {
                 decode_page(&versioned.value)
             });
-            let (slot, existing, evicted) = choose_slot(&entries, digest, tag, limit, now);
+            let (slot, existing, evicted) = choose_slot(&entries, digest, tag, owner, limit, now);
             let verdict = limit.check(existing, now);
             let Some(next) = verdict.next else {
                 return Ok(Charge {
@@ -252,6 +260,7 @@ impl KeyTable {
                 *entry = Entry {
                     digest: *digest,
                     tag,
+                    owner,
                     last_seen: now,
                     state: next,
                 };
@@ -279,6 +288,7 @@ impl KeyTable {
     ) -> Result<SweepStats, StoreError> {
         let mut stats = SweepStats::default();
         let tag = limit.algorithm.tag();
+        let owner = limit.fingerprint();
         for offset in 0..count.min(self.pages) {
             let page = first.wrapping_add(offset) % self.pages;
             let key = self.page_key(page);
@@ -288,7 +298,9 @@ impl KeyTable {
             let mut entries = decode_page(&stored.value);
             let mut changed = false;
             for entry in entries.iter_mut().filter(|entry| entry.tag != 0) {
-                if entry.tag != tag || limit.is_idle(entry.state, now) {
+                let mine = entry.tag == tag && entry.owner == owner;
+                // Another configuration's entries are only cleared once abandoned.
+                if (mine && limit.is_idle(entry.state, now)) || (!mine && abandoned(entry, now)) {
                     *entry = Entry::EMPTY;
                     changed = true;
                     stats.cleared += 1;
@@ -308,22 +320,36 @@ impl KeyTable {
     }
 }
 
-/// The entry for `digest` if present; otherwise a free entry (empty, idle, or holding
-/// another algorithm's state); otherwise the least recently seen entry, evicted.
+/// Entries another configuration (another limit for this rule name: a config push, a
+/// second listener) has not touched for this long count as abandoned: Envoy drains an
+/// old listener for 10 minutes by default.
+const ABANDONED_NANOS: u64 = 600 * 1_000_000_000;
+
+fn abandoned(entry: &Entry, now: u64) -> bool {
+    now.saturating_sub(entry.last_seen) >= ABANDONED_NANOS
+}
+
+/// The entry for `digest` under this limit if present; otherwise a free entry (empty,
+/// idle under this limit, or abandoned by another configuration); otherwise the least
+/// recently seen entry, evicted.
 fn choose_slot(
     entries: &[Entry; WAYS],
     digest: &KeyDigest,
     tag: u8,
+    owner: u32,
     limit: &Limit,
     now: u64,
 ) -> (usize, Option<State>, bool) {
     let mut free = None;
     let mut oldest = (0usize, u64::MAX);
     for (index, entry) in entries.iter().enumerate() {
-        if entry.tag == tag && entry.digest == *digest {
+        let mine = entry.tag == tag && entry.owner == owner;
+        if mine && entry.digest == *digest {
             return (index, Some(entry.state), false);
         }
-        let reusable = entry.tag == 0 || entry.tag != tag || limit.is_idle(entry.state, now);
+        let reusable = entry.tag == 0
+            || (mine && limit.is_idle(entry.state, now))
+            || (!mine && abandoned(entry, now));
         if reusable && free.is_none() {
             free = Some(index);
         }
@@ -360,6 +386,7 @@ mod tests {
         let entry = Entry {
             digest: digest(7),
             tag: 3,
+            owner: 0xdead_beef,
             last_seen: 42,
             state: State {
                 a: 1,
@@ -484,6 +511,62 @@ mod tests {
                 cleared: 8,
                 live: 0
             }
+        );
+    }
+
+    #[test]
+    fn another_configurations_sweep_leaves_this_ones_state_alone() {
+        // The same rule name under an old limit (still ticking while its listener
+        // drains) and a new one.
+        let store = InMemoryStore::new();
+        let table = KeyTable::new("r", 8);
+        table.prepare(&store).unwrap();
+        let old_limit = limit(Algorithm::TokenBucket, 10, 1, 10);
+        let new_limit = Limit {
+            algorithm: Algorithm::TokenBucket,
+            requests: 1,
+            per_nanos: 60 * SECOND,
+            burst: 5,
+        };
+        for _ in 0..5 {
+            assert!(
+                table
+                    .charge(&store, &digest(1), &new_limit, T0, 4)
+                    .unwrap()
+                    .verdict
+                    .allowed
+            );
+        }
+        assert!(
+            !table
+                .charge(&store, &digest(1), &new_limit, T0, 4)
+                .unwrap()
+                .verdict
+                .allowed
+        );
+        let swept = table
+            .sweep(&store, &old_limit, T0 + 2 * SECOND, 0, 1)
+            .unwrap();
+        assert_eq!(
+            swept.cleared, 0,
+            "the old limit must not judge the new limit's state"
+        );
+        assert!(
+            !table
+                .charge(&store, &digest(1), &new_limit, T0 + 2 * SECOND, 4)
+                .unwrap()
+                .verdict
+                .allowed,
+            "still exhausted"
+        );
+        // Abandoned for 10 minutes: now anyone may clear it.
+        let later = T0 + 11 * 60 * SECOND;
+        assert_eq!(
+            table
+                .sweep(&store, &old_limit, later, 0, 1)
+                .unwrap()
+                .cleared,
+            1
         );
     }
 

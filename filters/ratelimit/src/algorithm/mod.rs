@@ -69,6 +69,25 @@ pub struct Verdict {
 }
 
 impl Limit {
+    /// Identifies this limit in stored state (FNV-1a over algorithm and numbers): a
+    /// configuration only reads, reuses or sweeps entries its own limit wrote, so two
+    /// configurations of one rule name (a push while the old listener drains, two
+    /// listeners) never judge each other's state.
+    pub fn fingerprint(&self) -> u32 {
+        let mut hash: u32 = 0x811c_9dc5;
+        let mut feed = |bytes: &[u8]| {
+            for byte in bytes {
+                hash ^= u32::from(*byte);
+                hash = hash.wrapping_mul(0x0100_0193);
+            }
+        };
+        feed(&[self.algorithm.tag()]);
+        feed(&self.requests.to_le_bytes());
+        feed(&self.per_nanos.to_le_bytes());
+        feed(&self.burst.to_le_bytes());
+        hash
+    }
+
     /// Charges one request against `state` (`None`: the key was never seen).
     pub fn check(&self, state: Option<State>, now: u64) -> Verdict {
         match self.algorithm {
