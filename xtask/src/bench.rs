@@ -149,12 +149,15 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Idempotency-Key"] = '"bench-replay"'
 "#;
 
+/// Keys unique across wrk processes too: each warm-up and round is a new process, and an
+/// unseeded `math.random` repeats its sequence, which would turn later rounds into replays.
 const UNIQUE_KEYS_SCRIPT: &str = r#"wrk.method = "POST"
 wrk.body = '{"qty":1}'
+local run = tostring(os.time()) .. "-" .. tostring(os.clock())
 local counter = 0
 request = function()
   counter = counter + 1
-  return wrk.format("POST", "/", {["Content-Type"] = "application/json", ["Idempotency-Key"] = '"k-' .. counter .. '-' .. math.random(1000000000) .. '"'}, '{"qty":1}')
+  return wrk.format("POST", "/", {["Content-Type"] = "application/json", ["Idempotency-Key"] = '"k-' .. run .. '-' .. counter .. '"'}, '{"qty":1}')
 end
 "#;
 
