@@ -2,27 +2,8 @@
 //! which record a request belongs to (the scope: caller identity, method, route and
 //! client key), both as 128-bit digests.
 
-use sha2::{Digest, Sha256};
-
-pub type Digest128 = [u8; 16];
-
-fn truncate(full: &[u8]) -> Digest128 {
-    let mut out = [0u8; 16];
-    for (slot, byte) in out.iter_mut().zip(full.iter()) {
-        *slot = *byte;
-    }
-    out
-}
-
-/// Each part length-prefixed, so part boundaries cannot be shifted.
-fn digest_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Digest128 {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_le_bytes());
-        hasher.update(part);
-    }
-    truncate(&hasher.finalize())
-}
+use meshward_filter_common::digest::digest_parts;
+pub use meshward_filter_common::digest::Digest128;
 
 /// `:path` is split into path and query by the caller's [`RequestHead`] accessors; the
 /// full `:path` is used here so the query is covered byte for byte.

@@ -12,6 +12,7 @@
 use crate::fingerprint::Digest128;
 use crate::response::StoredResponse;
 use crate::store::{Finish, Lease, NotStored, RecordStore, Reservation};
+use meshward_filter_common::bytes::{read_array, read_u32, read_u64, write_at};
 use meshward_filter_common::store::{SharedStore, StoreError};
 
 pub const WAYS: u32 = 8;
@@ -36,43 +37,29 @@ struct Entry {
     body_len: u32,
 }
 
-fn copy_into(target: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(slice) = target.get_mut(at..at + bytes.len()) {
-        slice.copy_from_slice(bytes);
-    }
-}
-
-fn array<const N: usize>(source: &[u8], at: usize) -> [u8; N] {
-    let mut out = [0u8; N];
-    if let Some(slice) = source.get(at..at + N) {
-        out.copy_from_slice(slice);
-    }
-    out
-}
-
 impl Entry {
     fn decode(bytes: &[u8]) -> Self {
         Self {
-            scope: array(bytes, 0),
+            scope: read_array(bytes, 0),
             state: bytes.get(16).copied().unwrap_or(EMPTY),
             reason: bytes.get(17).copied().unwrap_or(0),
-            generation: u32::from_le_bytes(array(bytes, 20)),
-            fingerprint: array(bytes, 24),
-            expires_at: u64::from_le_bytes(array(bytes, 40)),
-            last_used: u64::from_le_bytes(array(bytes, 48)),
-            body_len: u32::from_le_bytes(array(bytes, 56)),
+            generation: read_u32(bytes, 20),
+            fingerprint: read_array(bytes, 24),
+            expires_at: read_u64(bytes, 40),
+            last_used: read_u64(bytes, 48),
+            body_len: read_u32(bytes, 56),
         }
     }
 
     fn encode(&self, out: &mut [u8]) {
         out.fill(0);
-        copy_into(out, 0, &self.scope);
-        copy_into(out, 16, &[self.state, self.reason]);
-        copy_into(out, 20, &self.generation.to_le_bytes());
-        copy_into(out, 24, &self.fingerprint);
-        copy_into(out, 40, &self.expires_at.to_le_bytes());
-        copy_into(out, 48, &self.last_used.to_le_bytes());
-        copy_into(out, 56, &self.body_len.to_le_bytes());
+        write_at(out, 0, &self.scope);
+        write_at(out, 16, &[self.state, self.reason]);
+        write_at(out, 20, &self.generation.to_le_bytes());
+        write_at(out, 24, &self.fingerprint);
+        write_at(out, 40, &self.expires_at.to_le_bytes());
+        write_at(out, 48, &self.last_used.to_le_bytes());
+        write_at(out, 56, &self.body_len.to_le_bytes());
     }
 
     fn live(&self, now: u64) -> bool {
@@ -143,7 +130,7 @@ impl<'a> SharedDataRecords<'a> {
     }
 
     fn page_of(&self, scope: &Digest128) -> u32 {
-        u32::from_le_bytes(array(scope, 12)) % self.pages
+        read_u32(scope, 12) % self.pages
     }
 
     /// Creates the index pages, the body keys and the byte counter (see the rate
@@ -176,7 +163,7 @@ impl<'a> SharedDataRecords<'a> {
             .get(&self.bytes_key())
             .ok()
             .flatten()
-            .map_or(0, |v| u64::from_le_bytes(array(&v.value, 0)))
+            .map_or(0, |v| read_u64(&v.value, 0))
     }
 
     fn read_page(&self, page: u32) -> Result<(Page, Option<u32>), StoreError> {
@@ -195,7 +182,7 @@ impl<'a> SharedDataRecords<'a> {
             let Some(current) = self.store.get(&self.bytes_key())? else {
                 return Ok(false);
             };
-            let value = u64::from_le_bytes(array(&current.value, 0));
+            let value = read_u64(&current.value, 0);
             let next = if delta >= 0 {
                 let next = value.saturating_add(delta.unsigned_abs());
                 if next > self.max_stored_bytes {
@@ -227,7 +214,7 @@ impl<'a> SharedDataRecords<'a> {
         }
         let key = self.body_key(slot);
         if let Ok(Some(body)) = self.store.get(&key) {
-            let written_by = u32::from_le_bytes(array(&body.value, 0));
+            let written_by = read_u32(&body.value, 0);
             if written_by == generation
                 && self
                     .store
@@ -325,7 +312,7 @@ impl RecordStore for SharedDataRecords<'_> {
                         let slot = page * WAYS + u32::try_from(way).unwrap_or(0);
                         let body = self.store.get(&self.body_key(slot))?;
                         let response = body
-                            .filter(|b| u32::from_le_bytes(array(&b.value, 0)) == found.generation)
+                            .filter(|b| read_u32(&b.value, 0) == found.generation)
                             .and_then(|b| b.value.get(4..).and_then(StoredResponse::decode));
                         // A body not (yet) matching the record means a completion is
                         // being written right now.

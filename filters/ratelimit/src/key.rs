@@ -2,10 +2,10 @@
 //! and hashed (SHA-256, truncated to 128 bits) into a fixed-size digest, so the stored
 //! state is small and a client cannot steer two keys into one bucket.
 
+use meshward_filter_common::digest::{digest_parts, Digest128};
 use meshward_filter_common::request::{strip_address_port, RequestHead};
-use sha2::{Digest, Sha256};
 
-pub type KeyDigest = [u8; 16];
+pub type KeyDigest = Digest128;
 
 /// One compiled part of a rule's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,24 +81,14 @@ pub struct ResolvedKey {
 }
 
 pub fn resolve(parts: &[KeyPart], request: &RequestHead) -> Option<ResolvedKey> {
-    let mut hasher = Sha256::new();
-    let mut display = String::new();
-    for part in parts {
-        let value = part.value(request)?;
-        // Length-prefixed so ("ab","c") and ("a","bc") differ.
-        hasher.update(u64::try_from(value.len()).unwrap_or(u64::MAX).to_le_bytes());
-        hasher.update(value.as_bytes());
-        if !display.is_empty() {
-            display.push('|');
-        }
-        display.push_str(value);
-    }
-    let full = hasher.finalize();
-    let mut digest = [0u8; 16];
-    for (slot, byte) in digest.iter_mut().zip(full.iter()) {
-        *slot = *byte;
-    }
-    Some(ResolvedKey { digest, display })
+    let values = parts
+        .iter()
+        .map(|part| part.value(request))
+        .collect::<Option<Vec<&str>>>()?;
+    Some(ResolvedKey {
+        digest: digest_parts(values.iter().map(|value| value.as_bytes())),
+        display: values.join("|"),
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use crate::algorithm::{Limit, State, Verdict};
 use crate::key::KeyDigest;
+use meshward_filter_common::bytes::{read_array, read_u32, read_u64, write_at};
 use meshward_filter_common::store::{SharedStore, StoreError};
 
 /// Entries per page.
@@ -39,14 +40,10 @@ impl Entry {
     };
 
     fn decode(bytes: &[u8]) -> Entry {
-        let mut digest = [0u8; 16];
-        for (slot, byte) in digest.iter_mut().zip(bytes.iter()) {
-            *slot = *byte;
-        }
         Entry {
-            digest,
+            digest: read_array(bytes, 0),
             tag: bytes.get(16).copied().unwrap_or(0),
-            owner: u32::try_from(read_u64(bytes, 16) >> 32).unwrap_or(0),
+            owner: read_u32(bytes, 20),
             last_seen: read_u64(bytes, 24),
             state: State {
                 a: read_u64(bytes, 32),
@@ -56,38 +53,16 @@ impl Entry {
         }
     }
 
+    /// Writes the entry into its `ENTRY_LEN` bytes of a page (reserved bytes zeroed).
     fn encode(&self, out: &mut [u8]) {
-        let mut bytes = [0u8; ENTRY_LEN];
-        for (slot, byte) in bytes.iter_mut().zip(self.digest.iter()) {
-            *slot = *byte;
-        }
-        if let Some(tag) = bytes.get_mut(16) {
-            *tag = self.tag;
-        }
-        if let Some(owner) = bytes.get_mut(20..24) {
-            owner.copy_from_slice(&self.owner.to_le_bytes());
-        }
-        write_u64(&mut bytes, 24, self.last_seen);
-        write_u64(&mut bytes, 32, self.state.a);
-        write_u64(&mut bytes, 40, self.state.b);
-        write_u64(&mut bytes, 48, self.state.c);
-        for (slot, byte) in out.iter_mut().zip(bytes.iter()) {
-            *slot = *byte;
-        }
-    }
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    if let Some(source) = bytes.get(at..at + 8) {
-        word.copy_from_slice(source);
-    }
-    u64::from_le_bytes(word)
-}
-
-fn write_u64(bytes: &mut [u8], at: usize, value: u64) {
-    if let Some(target) = bytes.get_mut(at..at + 8) {
-        target.copy_from_slice(&value.to_le_bytes());
+        out.fill(0);
+        write_at(out, 0, &self.digest);
+        write_at(out, 16, &[self.tag]);
+        write_at(out, 20, &self.owner.to_le_bytes());
+        write_at(out, 24, &self.last_seen.to_le_bytes());
+        write_at(out, 32, &self.state.a.to_le_bytes());
+        write_at(out, 40, &self.state.b.to_le_bytes());
+        write_at(out, 48, &self.state.c.to_le_bytes());
     }
 }
 
@@ -181,11 +156,7 @@ impl KeyTable {
     }
 
     fn page_of(&self, digest: &KeyDigest) -> u32 {
-        let mut head = [0u8; 4];
-        for (slot, byte) in head.iter_mut().zip(digest.iter().skip(12)) {
-            *slot = *byte;
-        }
-        u32::from_le_bytes(head) % self.pages
+        read_u32(digest, 12) % self.pages
     }
 
     /// Creates the pages that do not exist yet. Envoy's shared data cannot create a key

@@ -9,6 +9,7 @@ use proxy_wasm::types::{Action, ContextType, MapType};
 
 use crate::config::{self, CompiledConfig, Direction, DirectionSetting};
 use crate::propagate::{self, Outcome, Source};
+use meshward_filter_common::bytes::read_array;
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
 use meshward_filter_common::host::plugin;
@@ -134,11 +135,7 @@ fn listener_direction() -> Option<Direction> {
     ]
     .into_iter()
     .find_map(|path| proxy_wasm::hostcalls::get_property(path).ok().flatten())?;
-    let mut word = [0u8; 8];
-    for (slot, byte) in word.iter_mut().zip(bytes.iter()) {
-        *slot = *byte;
-    }
-    match i64::from_le_bytes(word) {
+    match i64::from_le_bytes(read_array(&bytes, 0)) {
         1 => Some(Direction::Inbound),
         2 => Some(Direction::Outbound),
         _ => None,
