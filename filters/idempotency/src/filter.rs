@@ -75,17 +75,8 @@ impl Metrics {
 struct Runtime {
     config: CompiledConfig,
     metrics: Metrics,
-}
-
-impl Runtime {
-    fn records(&self) -> SharedDataRecords<'static> {
-        SharedDataRecords::new(
-            &HostSharedData,
-            NAMESPACE,
-            self.config.max_entries,
-            self.config.max_stored_bytes,
-        )
-    }
+    /// Built once per configuration: every request reserves and completes through it.
+    records: SharedDataRecords<'static>,
 }
 
 #[derive(Default)]
@@ -109,11 +100,18 @@ impl RootContext for IdempotencyRoot {
                 return false;
             }
         };
+        let records = SharedDataRecords::new(
+            &HostSharedData,
+            NAMESPACE,
+            config.max_entries,
+            config.max_stored_bytes,
+        );
         let runtime = Runtime {
             config,
             metrics: Metrics::define(),
+            records,
         };
-        if let Err(err) = runtime.records().prepare() {
+        if let Err(err) = runtime.records.prepare() {
             log::error(&format!(
                 "meshward idempotency: cannot create the record table: {err}"
             ));
@@ -135,7 +133,7 @@ impl RootContext for IdempotencyRoot {
         {
             self.last_sweep = now;
             if let Err(err) = runtime
-                .records()
+                .records
                 .sweep(now, self.sweep_cursor, SWEEP_PAGES_PER_TICK)
             {
                 log::warn(&format!("meshward idempotency: sweep failed: {err}"));
@@ -173,7 +171,7 @@ impl IdempotencyRoot {
         let still: Vec<Waiter> = waiting
             .into_iter()
             .filter(|waiter| {
-                let reservation = runtime.records().reserve(
+                let reservation = runtime.records.reserve(
                     &waiter.scope,
                     &waiter.fingerprint,
                     now,
@@ -254,20 +252,8 @@ struct IdempotencyHttp {
 
 impl Context for IdempotencyHttp {}
 
-/// Sends a local reply. Never continues the request: a refusal must not become a
-/// second execution. (proxy-wasm 0.2.5 traps on a host failure here anyway.)
 fn send(reply: &Reply) -> Action {
-    let headers: Vec<(&str, &str)> = reply
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
-    let _ = proxy_wasm::hostcalls::send_http_response(
-        u32::from(reply.status),
-        headers,
-        Some(&reply.body),
-    );
-    Action::Pause
+    plugin::send_local_reply(reply.status, &reply.headers, &reply.body)
 }
 
 impl IdempotencyHttp {
@@ -281,7 +267,7 @@ impl IdempotencyHttp {
         let print = fingerprint(&method, &path, body);
         let now = HostClock.now_nanos();
         let reservation = runtime
-            .records()
+            .records
             .reserve(&scope, &print, now, config.lock_nanos);
         if config.in_flight_wait_nanos > 0 && matches!(reservation, Ok(Reservation::InFlight)) {
             self.waiters.borrow_mut().push(Waiter {
@@ -336,7 +322,7 @@ impl IdempotencyHttp {
             return;
         };
         let now = HostClock.now_nanos();
-        let result = runtime.records().complete(
+        let result = runtime.records.complete(
             lease,
             outcome.as_ref().map_err(|r| *r),
             now,
@@ -359,7 +345,7 @@ impl IdempotencyHttp {
     fn release(&mut self, runtime: &Runtime) {
         if let Some(lease) = self.lease.take() {
             runtime.metrics.released.increment();
-            if let Err(err) = runtime.records().release(lease) {
+            if let Err(err) = runtime.records.release(lease) {
                 log::warn(&format!(
                     "meshward idempotency: could not release a record: {err}"
                 ));

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use proxy_wasm::types::{Action, ContextType, MapType};
 
 use crate::config::{self, CompiledConfig};
 use crate::headers;
@@ -143,16 +143,10 @@ impl HttpContext for RateLimitHttp {
         let decision = limiter::evaluate(config, &request, &HostSharedData, HostClock.now_nanos());
         record(&runtime, &decision);
         if decision.is_limited(config) {
-            let fields = headers::response_fields(config, &decision, true);
-            let mut reply: Vec<(&str, &str)> = fields
-                .iter()
-                .map(|(name, value)| (*name, value.as_str()))
-                .collect();
-            reply.push(("content-type", problem::CONTENT_TYPE));
+            let mut reply = headers::response_fields(config, &decision, true);
+            reply.push(("content-type", problem::CONTENT_TYPE.to_owned()));
             let body = headers::problem(config, &decision).to_json();
-            // proxy-wasm 0.2.5 traps on a host failure here; there is no error to handle.
-            let _ = proxy_wasm::hostcalls::send_http_response(429, reply, Some(body.as_bytes()));
-            return Action::Pause;
+            return plugin::send_local_reply(429, &reply, body.as_bytes());
         }
         if config.response_headers.on_allowed {
             self.allowed_fields = headers::response_fields(config, &decision, false);
@@ -161,7 +155,7 @@ impl HttpContext for RateLimitHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        plugin::set_response_headers(self.allowed_fields.drain(..));
+        plugin::set_headers(MapType::HttpResponseHeaders, self.allowed_fields.drain(..));
         Action::Continue
     }
 }

@@ -155,16 +155,11 @@ impl HttpContext for TraceInjectHttp {
         };
         let request = read_request_head(false);
         let outcome = propagate::process(config, direction, &request, &mut HostRandom);
-        for name in &outcome.remove {
-            let _ = proxy_wasm::hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
-        }
-        for (name, value) in &outcome.set {
-            let _ = proxy_wasm::hostcalls::set_map_value(
-                MapType::HttpRequestHeaders,
-                name,
-                Some(value),
-            );
-        }
+        plugin::remove_headers(MapType::HttpRequestHeaders, &outcome.remove);
+        plugin::set_headers(
+            MapType::HttpRequestHeaders,
+            outcome.set.iter().map(|(n, v)| (n, v)),
+        );
         let _ = proxy_wasm::hostcalls::set_property(
             vec![TRACE_ID_STATE],
             Some(outcome.trace_id.hex().as_bytes()),
@@ -197,7 +192,7 @@ impl HttpContext for TraceInjectHttp {
             .response
             .drain(..)
             .filter(|(name, value)| name != "traceresponse" || !keep_app_traceresponse(value));
-        plugin::set_response_headers(headers);
+        plugin::set_headers(MapType::HttpResponseHeaders, headers);
         Action::Continue
     }
 }
