@@ -161,11 +161,17 @@ impl HeaderMatchConfig {
     }
 }
 
+/// An RFC 9110 `token` (`1*tchar`): header names, baggage keys, parameter names.
+pub fn is_http_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Lowercases and checks an HTTP header name (RFC 9110 token; pseudo-headers allowed).
 pub fn validate_header_name(name: &str, path: &JsonPath) -> Result<String, ConfigError> {
     let bare = name.strip_prefix(':').unwrap_or(name);
-    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if bare.is_empty() || !bare.bytes().all(is_tchar) {
+    if !is_http_token(bare) {
         return Err(path.error(format!("{name:?} is not a valid HTTP header name")));
     }
     Ok(name.to_ascii_lowercase())

@@ -4,6 +4,8 @@
 //! within the spec's limits, 64 members and 8192 bytes, dropping from the end; an
 //! optional allow-list of keys drops the others. Every drop is counted.
 
+use meshward_filter_common::matcher::is_http_token;
+
 pub const MAX_MEMBERS: usize = 64;
 pub const MAX_BYTES: usize = 8192;
 
@@ -20,14 +22,6 @@ pub struct Baggage {
     members: Vec<Member>,
     /// Members dropped while parsing and limiting.
     pub dropped: usize,
-}
-
-fn is_token_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(is_token_char)
 }
 
 /// `*baggage-octet` with well-formed percent escapes.
@@ -60,9 +54,10 @@ fn is_value(s: &str) -> bool {
 fn is_property(property: &str) -> bool {
     match property.split_once('=') {
         Some((key, value)) => {
-            is_token(key.trim_matches([' ', '\t'])) && is_value(value.trim_matches([' ', '\t']))
+            is_http_token(key.trim_matches([' ', '\t']))
+                && is_value(value.trim_matches([' ', '\t']))
         }
-        None => is_token(property.trim_matches([' ', '\t'])),
+        None => is_http_token(property.trim_matches([' ', '\t'])),
     }
 }
 
@@ -71,7 +66,7 @@ fn parse_member(text: &str) -> Option<Member> {
     let (key, value) = pieces.next()?.split_once('=')?;
     let key = key.trim_matches([' ', '\t']);
     let value = value.trim_matches([' ', '\t']);
-    if !is_token(key) || !is_value(value) {
+    if !is_http_token(key) || !is_value(value) {
         return None;
     }
     let mut value_and_properties = value.to_owned();
