@@ -181,10 +181,6 @@ impl Envoy {
         Request::get(path).send(self.admin_port)
     }
 
-    pub fn admin_post(&self, path: &str) -> Result<Response, String> {
-        Request::post(path, b"").send(self.admin_port)
-    }
-
     /// Counters and gauges from `/stats?format=json`.
     pub fn stats(&self) -> Result<BTreeMap<String, u64>, String> {
         crate::stats::parse_json_stats(&self.admin_get("/stats?format=json")?.body_text())
@@ -217,10 +213,6 @@ impl Envoy {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no log: {e})"))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Polls `condition` every 50 ms for up to `timeout`; true when it held.

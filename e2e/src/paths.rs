@@ -1,4 +1,5 @@
-//! Where the harness finds things: the workspace root, Envoy, built wasm modules.
+//! Where the harness finds things: the workspace root, Envoy, built wasm modules, a
+//! free port.
 
 use std::path::PathBuf;
 
@@ -39,4 +40,13 @@ pub fn wasm_module(name: &str) -> Result<PathBuf, String> {
             path.display()
         ))
     }
+}
+
+/// A port of 127.0.0.1 that was free a moment ago, for configs that must name a port up
+/// front (prefer port 0 plus reading the bound port back wherever Envoy allows it).
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
 }

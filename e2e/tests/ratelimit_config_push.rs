@@ -7,14 +7,6 @@ use std::time::Duration;
 
 use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions, RecordingUpstream, Request};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Writes the LDS file atomically (Envoy reacts to the rename).
 fn push(dir: &Path, bootstrap: &Bootstrap, version: &str) {
     let tmp = dir.join("lds.json.tmp");
@@ -37,7 +29,7 @@ fn runtime_pushes_bad_ones_refused_good_ones_applied_and_buckets_survive() {
     let upstream = RecordingUpstream::start().unwrap();
     let dir = std::env::temp_dir().join(format!("meshward-lds-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
+    let port = meshward_e2e::paths::free_port().unwrap();
     let listener = |cfg: &str| {
         Bootstrap::new(upstream.port())
             .fixed_ports(port, 0)

@@ -109,10 +109,7 @@ fn scenarios(filter: &str) -> Result<Vec<ScenarioSpec>, String> {
             let fixed = script("idempotency-fixed-key.lua", FIXED_KEY_SCRIPT)?;
             let unique = script("idempotency-unique-keys.lua", UNIQUE_KEYS_SCRIPT)?;
             let two_hops = |filter: Option<serde_json::Value>| {
-                let backend_port = std::net::TcpListener::bind("127.0.0.1:0")
-                    .and_then(|l| l.local_addr())
-                    .map(|a| a.port())
-                    .unwrap_or(18_099);
+                let backend_port = meshward_e2e::paths::free_port().unwrap_or(18_099);
                 let mut backend = Listener::new("backend", "none");
                 backend.port = backend_port;
                 backend.cluster = None;
