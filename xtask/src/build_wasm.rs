@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use crate::run::{cargo, root, step};
 
 /// (cargo package, module file name without `.wasm`)
-pub const FILTERS: [(&str, &str); 3] = [
+pub const FILTERS: [(&str, &str); 4] = [
     ("meshward-ratelimit", "meshward_ratelimit"),
+    ("meshward-authz", "meshward_authz"),
     ("meshward-trace-inject", "meshward_trace_inject"),
     ("meshward-idempotency", "meshward_idempotency"),
 ];

@@ -8,11 +8,12 @@ use crate::run::{cargo, output, path_with_tools, step};
 use crate::{build_wasm, setup};
 
 /// Crates whose core is also tested as wasm32-unknown-unknown (without proxy-wasm).
-const WASM_TESTED: [&str; 4] = [
+const WASM_TESTED: [&str; 5] = [
     "meshward-filter-common",
     "meshward-ratelimit",
     "meshward-trace-inject",
     "meshward-idempotency",
+    "meshward-authz",
 ];
 
 pub fn run() -> Result<(), String> {
