@@ -1,5 +1,14 @@
 //! Rules, replies and identity headers: the decision the filter acts on, for real
 //! tokens, across requirements, claim conditions, shadow rules and the failure mode.
+// Native only: the testkit generates keys with OS randomness.
+#![cfg(not(target_arch = "wasm32"))]
+// Integration-test helpers are test code too (clippy.toml only covers `#[test]` fns).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::rc::Rc;
 

@@ -1,6 +1,15 @@
 //! Every algorithm verifies with keys generated in the test, and every "must reject"
 //! case of the authz filter is refused for the right reason. Tokens are signed by the
 //! testkit with RustCrypto primitives directly, not by the verifier's library.
+// Native only: the testkit generates keys with OS randomness.
+#![cfg(not(target_arch = "wasm32"))]
+// Integration-test helpers are test code too (clippy.toml only covers `#[test]` fns).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::rc::Rc;
 
