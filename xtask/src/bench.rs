@@ -23,6 +23,8 @@ struct Sample {
 
 struct Scenario {
     name: &'static str,
+    /// Index of the native-filter scenario this one is compared with.
+    native: Option<usize>,
     envoy: Envoy,
     /// Extra wrk arguments (a header, a Lua script).
     wrk_args: Vec<String>,
@@ -31,12 +33,14 @@ struct Scenario {
 
 fn parse_args(args: &[String]) -> Result<(String, u64, usize), String> {
     let usage =
-        "usage: cargo xtask bench <ratelimit|trace-inject|idempotency> [--seconds N] [--rounds N]";
+        "usage: cargo xtask bench <ratelimit|trace-inject|idempotency|authz> [--seconds N] [--rounds N]";
     let mut seconds = 10;
     let mut rounds = 3;
     let mut it = args.iter();
     let filter = match it.next().map(String::as_str) {
-        Some(filter @ ("ratelimit" | "trace-inject" | "idempotency")) => filter.to_string(),
+        Some(filter @ ("ratelimit" | "trace-inject" | "idempotency" | "authz")) => {
+            filter.to_string()
+        }
         other => return Err(format!("{usage} (got {other:?})")),
     };
     while let Some(flag) = it.next() {
@@ -55,14 +59,18 @@ fn parse_args(args: &[String]) -> Result<(String, u64, usize), String> {
 
 const TRACEPARENT: &str = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// (name, bootstrap, extra wrk arguments) per scenario; the first is the baseline.
-type ScenarioSpec = (&'static str, Bootstrap, Vec<String>);
+/// (name, bootstrap, extra wrk arguments, index of the native equivalent) per
+/// scenario; the first is the baseline.
+pub type ScenarioSpec = (&'static str, Bootstrap, Vec<String>, Option<usize>);
 
 fn scenarios(filter: &str) -> Result<Vec<ScenarioSpec>, String> {
+    if filter == "authz" {
+        return crate::bench_authz::scenarios();
+    }
     let base = Bootstrap::new(1).direct_response();
     Ok(match filter {
         "ratelimit" => vec![
-            ("bare Envoy", base.clone(), vec![]),
+            ("bare Envoy", base.clone(), vec![], None),
             (
                 "native local_ratelimit",
                 base.clone().http_filter(native_local_ratelimit(
@@ -71,27 +79,31 @@ fn scenarios(filter: &str) -> Result<Vec<ScenarioSpec>, String> {
                     "1s",
                 )),
                 vec![],
+                None,
             ),
             (
                 "meshward ratelimit",
                 base.meshward_filter("meshward_ratelimit", MESHWARD_CONFIG)?,
                 vec![],
+                Some(1),
             ),
         ],
         "trace-inject" => {
             let header = vec!["-H".to_string(), TRACEPARENT.to_string()];
             vec![
-                ("bare Envoy", base.clone(), vec![]),
+                ("bare Envoy", base.clone(), vec![], None),
                 (
                     "trace-inject, new trace",
                     base.clone()
                         .meshward_filter("meshward_trace_inject", "{}")?,
                     vec![],
+                    None,
                 ),
                 (
                     "trace-inject, propagate",
                     base.meshward_filter("meshward_trace_inject", "{}")?,
                     header,
+                    None,
                 ),
             ]
         }
@@ -124,16 +136,18 @@ fn scenarios(filter: &str) -> Result<Vec<ScenarioSpec>, String> {
             };
             let config = r#"{"maxEntries":100000,"maxStoredBytes":268435456}"#;
             vec![
-                ("bare Envoy (2 hops)", two_hops(None), fixed.clone()),
+                ("bare Envoy (2 hops)", two_hops(None), fixed.clone(), None),
                 (
                     "idempotency, first execution",
                     two_hops(Some(meshward_filter("meshward_idempotency", config)?)),
                     unique,
+                    None,
                 ),
                 (
                     "idempotency, replay",
                     two_hops(Some(meshward_filter("meshward_idempotency", config)?)),
                     fixed,
+                    None,
                 ),
             ]
         }
@@ -182,10 +196,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         pin_cpus: Some("0".into()),
     };
     let mut running = Vec::new();
-    for (name, bootstrap, wrk_args) in scenarios(&filter)? {
+    for (name, bootstrap, wrk_args, native) in scenarios(&filter)? {
         println!("starting Envoy for {name}");
         running.push(Scenario {
             name,
+            native,
             envoy: Envoy::start(&bootstrap, &options)?,
             wrk_args,
             samples: Vec::new(),
@@ -215,6 +230,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     .counter("wasmcustom.meshward.ratelimit.rule.bench.allowed"))
                 .unwrap_or(0)
         ),
+        "authz" => crate::bench_authz::check(&running.iter().map(|s| &s.envoy).collect::<Vec<_>>()),
         "idempotency" => format!(
             "idempotency counters: executions {} (first-execution Envoy), replays {} (replay Envoy).",
             running.get(1).map(|s| s.envoy.counter("wasmcustom.meshward.idempotency.executions")).unwrap_or(0),
@@ -328,7 +344,7 @@ fn report(
     let mut out = format!(
         "## {filter} benchmark\n\nEnvoy {} with 1 worker pinned to CPU 0, direct response; wrk -t1 -c{CONNECTIONS} pinned to CPU 1; \
          {rounds} interleaved rounds of {seconds} s; median (min–max).\n\n\
-         | scenario | requests/s | p50 µs | p99 µs | throughput vs bare | added CPU µs/request |\n|---|---|---|---|---|---|\n",
+         | scenario | requests/s | p50 µs | p99 µs | throughput vs bare | added CPU µs/request | throughput vs native |\n|---|---|---|---|---|---|---|\n",
         setup::ENVOY_VERSION
     );
     for scenario in scenarios {
@@ -341,8 +357,16 @@ fn report(
         } else {
             0.0
         };
+        let vs_native = scenario
+            .native
+            .and_then(|i| scenarios.get(i))
+            .map(|native| stat(native, |x| x.rps).0)
+            .filter(|native_rps| *native_rps > 0.0)
+            .map_or("–".to_string(), |native_rps| {
+                format!("{:.2}", rps.0 / native_rps)
+            });
         out.push_str(&format!(
-            "| {} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2} | {:.1} |\n",
+            "| {} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.2} | {:.1} | {vs_native} |\n",
             scenario.name,
             rps.0, rps.1, rps.2,
             p50.0, p50.1, p50.2,

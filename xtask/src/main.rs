@@ -2,6 +2,7 @@
 //! Every command that needs tools runs `setup` first when something is missing.
 
 mod bench;
+mod bench_authz;
 mod build_wasm;
 mod demo;
 mod fuzz;
@@ -21,7 +22,7 @@ cargo xtask <command>
                tests against real Envoy  — what CI runs
   demo         Envoy + the trace-inject and rate-limit filters + an echo upstream, with curl
                lines to try; Ctrl-C stops everything
-  bench <ratelimit|trace-inject> [--seconds N] [--rounds N]
+  bench <ratelimit|trace-inject|idempotency|authz> [--seconds N] [--rounds N]
                requests/s and p50/p99 against bare Envoy (and Envoy's native filter where
                one exists) in the same run; Envoy pinned to CPU 0, wrk to CPU 1
   fuzz <filter> [--minutes N] [--target NAME]
