@@ -8,13 +8,19 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 /// Tag extraction for Meshward metric names, so Prometheus gets
-/// `meshward_ratelimit_rule_allowed{meshward_rule="..."}` and
-/// `meshward_trace_inject_restarted{meshward_reason="..."}`.
+/// `meshward_ratelimit_rule_allowed{meshward_rule="..."}`,
+/// `meshward_trace_inject_restarted{meshward_reason="..."}`,
+/// `meshward_authz_denied{meshward_reason="..."}` and
+/// `meshward_authz_provider_rejected{meshward_provider="...",meshward_reason="..."}`.
+/// Envoy matches each regex against the full name, removes the first capture group
+/// from it and takes the second as the tag value; a tag name may appear only once,
+/// hence one `meshward_reason` regex with alternatives.
 /// Mirrored in examples/envoy/*.yaml.
 pub fn meshward_stats_tags() -> Value {
     json!([
         {"tag_name": "meshward_rule", "regex": "^wasmcustom\\.meshward\\.[a-z_]+\\.rule\\.(([^.]+)\\.)[a-z_]+$"},
-        {"tag_name": "meshward_reason", "regex": "^wasmcustom\\.meshward\\.[a-z_]+\\.restarted(\\.([a-z_]+))$"}
+        {"tag_name": "meshward_provider", "regex": "^wasmcustom\\.meshward\\.authz\\.provider\\.(([^.]+)\\.)[a-z_]+(?:\\.[a-z_]+)?$"},
+        {"tag_name": "meshward_reason", "regex": "^wasmcustom\\.meshward\\.(?:[a-z_]+\\.restarted|authz\\.denied|authz\\.provider\\.[^.]+\\.rejected)(\\.([a-z_]+))$"}
     ])
 }
 

@@ -2,9 +2,16 @@
 //! ([`crate::authorizer`]) for a decision and applies it. It also owns JWKS fetching
 //! (`dispatch_http_call`): on tick for the first load and refreshes, and on demand when
 //! a request finds no keys or an unknown `kid`. Such a request waits (paused) for the
-//! fetch and is finished by whichever context receives the response, acting as the
+//! fetch and is finished by the root context when the response arrives, acting as the
 //! request through `set_effective_context`; the root's tick finishes any wait that
 //! outlives the fetch timeout, so nothing hangs.
+//!
+//! Every fetch is dispatched by the root context, never by a request's context: Envoy
+//! cancels a context's outstanding calls when that context is destroyed, so a fetch
+//! started by a request whose client then went away would never answer, stranding the
+//! other requests waiting on it (and using up the unknown-`kid` re-fetch allowance). A
+//! request that needs a fetch records it and shortens the root's tick period to
+//! [`KICK`]; the root dispatches it on that tick and restores [`TICK`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -32,6 +39,8 @@ use meshward_filter_common::host::request::read_request_head;
 use meshward_filter_common::request::RequestHead;
 
 const TICK: Duration = Duration::from_millis(500);
+/// The tick period a request sets to have the root dispatch its fetch at once.
+const KICK: Duration = Duration::from_millis(1);
 /// A JWKS document larger than this is refused (a misrouted fetch can return anything).
 const MAX_JWKS_BYTES: usize = 512 * 1024;
 
@@ -138,6 +147,9 @@ struct Runtime {
     waiters: RefCell<Vec<Waiter>>,
     /// JWKS fetch tokens → provider.
     callouts: RefCell<HashMap<u32, usize>>,
+    /// Fetches requests asked for (provider, for an unknown `kid`), dispatched by the
+    /// root on its next tick.
+    requested: RefCell<Vec<(usize, bool)>>,
 }
 
 impl KeyLookup for Runtime {
@@ -172,6 +184,7 @@ impl Runtime {
             cache: RefCell::new(cache),
             waiters: RefCell::new(Vec::new()),
             callouts: RefCell::new(HashMap::new()),
+            requested: RefCell::new(Vec::new()),
         }
     }
 
@@ -186,7 +199,8 @@ impl Runtime {
             .authenticate(request, self, &mut cache, now_secs, may_need_keys)
     }
 
-    /// Starts a JWKS fetch from the calling context; `false` when it could not start.
+    /// Starts a JWKS fetch from the calling context (always the root: see the module
+    /// documentation); `false` when it could not start.
     fn start_fetch(&self, context: &dyn Context, provider: usize, for_unknown_kid: bool) -> bool {
         let Some(Some(state)) = self.remote.get(provider) else {
             return false;
@@ -236,7 +250,39 @@ impl Runtime {
             .map_or("?", |p| p.name.as_str())
     }
 
-    /// A JWKS response arrived (from any context): record it and finish the waiters.
+    /// A request needs a fetch for `provider`: mark it under way now (later requests
+    /// wait for it; the unknown-`kid` allowance is used) and have the root dispatch it
+    /// on a tick [`KICK`] from now.
+    fn request_fetch(&self, provider: usize, for_unknown_kid: bool) {
+        let Some(Some(state)) = self.remote.get(provider) else {
+            return;
+        };
+        state.borrow_mut().begin_fetch(now_nanos(), for_unknown_kid);
+        self.requested
+            .borrow_mut()
+            .push((provider, for_unknown_kid));
+        let _ = proxy_wasm::hostcalls::set_tick_period(KICK);
+    }
+
+    /// Root only: dispatches the fetches requests asked for; returns the providers
+    /// whose fetch could not start (their waiters are to be answered now).
+    fn dispatch_requested(&self, root: &dyn Context) -> Vec<usize> {
+        let requested = std::mem::take(&mut *self.requested.borrow_mut());
+        if requested.is_empty() {
+            return Vec::new();
+        }
+        let _ = proxy_wasm::hostcalls::set_tick_period(TICK);
+        let mut failed = Vec::new();
+        for (provider, for_unknown_kid) in requested {
+            let dispatched = self.callouts.borrow().values().any(|p| *p == provider);
+            if !dispatched && !self.start_fetch(root, provider, for_unknown_kid) {
+                failed.push(provider);
+            }
+        }
+        failed
+    }
+
+    /// A JWKS response arrived (at the root): record it and finish the waiters.
     fn on_fetch_response(&self, token: u32, body_size: usize) {
         let Some(provider) = self.callouts.borrow_mut().remove(&token) else {
             return;
@@ -288,6 +334,9 @@ impl Runtime {
     }
 
     /// Finishes (as each request) the waiters `select` picks, without further fetches.
+    /// Each one becomes the effective context, which stays so until the callback ends:
+    /// dispatch no fetch after calling this (it would belong to a request and be
+    /// cancelled with it).
     fn finish_waiters(&self, select: impl Fn(&Waiter) -> bool) {
         let chosen: Vec<Waiter> = {
             let mut waiters = self.waiters.borrow_mut();
@@ -440,6 +489,8 @@ impl RootContext for AuthzRoot {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
+        // Waiters to answer now are collected and answered last: see `finish_waiters`.
+        let mut answer_now = runtime.dispatch_requested(self);
         let now = now_nanos();
         for (provider, state) in runtime.remote.iter().enumerate() {
             let Some(state) = state else { continue };
@@ -456,11 +507,11 @@ impl RootContext for AuthzRoot {
                 // Waiters whose fetch was lost: fetch again if allowed, else answer them.
                 let retry = state.borrow().on_missing_keys(now) == NeedKeys::Fetch;
                 if !(retry && runtime.start_fetch(self, provider, false)) {
-                    runtime.finish_waiters(|w| w.provider == provider);
+                    answer_now.push(provider);
                 }
             }
         }
-        runtime.finish_waiters(|w| now >= w.deadline);
+        runtime.finish_waiters(|w| answer_now.contains(&w.provider) || now >= w.deadline);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -480,13 +531,8 @@ struct AuthzHttp {
     context_id: u32,
 }
 
-impl Context for AuthzHttp {
-    fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
-        if let Some(runtime) = &self.runtime {
-            runtime.on_fetch_response(token_id, body_size);
-        }
-    }
-}
+/// No HTTP call is ever dispatched from a request's context.
+impl Context for AuthzHttp {}
 
 impl HttpContext for AuthzHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -556,18 +602,15 @@ impl AuthzHttp {
         };
         match action {
             NeedKeys::GiveUp => return Err(request),
-            NeedKeys::Fetch => {
-                if !runtime.start_fetch(self, provider, unknown_kid) {
-                    return Err(request);
-                }
-            }
+            NeedKeys::Fetch => runtime.request_fetch(provider, unknown_kid),
             NeedKeys::Wait => {}
         }
         runtime.waiters.borrow_mut().push(Waiter {
             context_id: self.context_id,
             provider,
             request,
-            // The fetch's own timeout plus a tick: the callback normally comes first.
+            // The fetch's own timeout plus a tick (the root dispatches a requested fetch
+            // within one): the callback normally comes first.
             deadline: now
                 .saturating_add(timeout)
                 .saturating_add(u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX)),
