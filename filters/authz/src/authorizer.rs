@@ -374,6 +374,14 @@ impl Authorizer {
         }
     }
 
+    /// When a provider's next key fetch may be tried: its `retryInterval`, rounded up.
+    fn retry_after_secs(&self, provider: usize) -> u64 {
+        match self.config.providers.get(provider).map(|p| &p.keys) {
+            Some(KeySource::Remote(remote)) => remote.retry_nanos.div_ceil(1_000_000_000),
+            _ => 1,
+        }
+    }
+
     fn allow(
         &self,
         rule: Option<usize>,
@@ -415,9 +423,9 @@ impl Authorizer {
                 *reason,
                 shadow,
             ),
-            Authentication::KeysUnavailable { .. } => deny(
+            Authentication::KeysUnavailable { provider } => deny(
                 rule,
-                reply::keys_unavailable(),
+                reply::keys_unavailable(self.retry_after_secs(*provider)),
                 DenyReason::KeysUnavailable,
                 shadow,
             ),

@@ -66,6 +66,12 @@ impl<T: Clone> VerifiedCache<T> {
         }
     }
 
+    /// Drops every entry (a provider's key set lost a key).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

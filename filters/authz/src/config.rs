@@ -10,7 +10,7 @@ use crate::algorithm::Algorithm;
 use crate::jwks::{self, KeySet};
 use crate::rules::{ClaimCondition, ClaimTest, Requirement, Rule, RuleAction};
 use meshward_filter_common::config_error::{parse_json, ConfigError, JsonPath};
-use meshward_filter_common::duration::parse_duration_nanos;
+use meshward_filter_common::duration::{parse_duration_nanos, parse_duration_or_zero_nanos};
 use meshward_filter_common::matcher::{validate_header_name, RequestMatchConfig};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -422,7 +422,14 @@ impl ProviderConfig {
             audiences: self.audiences.clone(),
             keys,
             locations,
-            skew_secs: duration_secs(&self.clock_skew, 60, &at.field("clockSkew"))?,
+            skew_secs: match &self.clock_skew {
+                None => 60,
+                Some(text) => {
+                    parse_duration_or_zero_nanos(text)
+                        .map_err(|err| at.field("clockSkew").error(err))?
+                        / NANOS_PER_SEC
+                }
+            },
             required_claims: self.required_claims.clone(),
             algorithms,
             claim_headers,

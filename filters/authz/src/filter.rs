@@ -322,7 +322,14 @@ impl Runtime {
             _ => return,
         };
         match recorded {
-            Ok(()) => {
+            Ok(revoked) => {
+                if revoked {
+                    // A removed key revokes what it signed, cached or not.
+                    self.cache.borrow_mut().clear();
+                    log::info(&format!(
+                        "meshward authz: provider {name}: a key was removed from the JWKS; verified-token cache cleared"
+                    ));
+                }
                 if let Some(metrics) = self.metrics.providers.get(provider) {
                     metrics.jwks_fetch_ok.increment();
                 }
@@ -539,7 +546,7 @@ impl HttpContext for AuthzHttp {
         let Some(runtime) = self.runtime.clone() else {
             // No valid configuration ever arrived: Envoy refuses to start such a
             // filter, so this is unreachable; fail closed anyway.
-            let reply = crate::reply::keys_unavailable();
+            let reply = crate::reply::keys_unavailable(1);
             return plugin::send_local_reply(reply.status, &reply.headers, reply.body.as_bytes());
         };
         let request = read_request_head(false);

@@ -128,19 +128,25 @@ impl RemoteKeys {
         }
     }
 
-    /// Records a fetch result. On failure the previous set stays in force.
+    /// Records a fetch result. On failure the previous set stays in force. `Ok(true)`
+    /// when the new set may have dropped a key the previous one had: tokens verified
+    /// with it must not be served from the cache any longer.
     pub fn complete_fetch(
         &mut self,
         now: u64,
         result: Result<KeySet, String>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         self.in_flight_since = None;
         match result {
             Ok(keys) => {
+                let revoked = self
+                    .keys
+                    .as_ref()
+                    .is_some_and(|old| keys_dropped(old, &keys));
                 self.keys = Some(Rc::new(keys));
                 self.fetched_at = now;
                 self.last_attempt_failed = false;
-                Ok(())
+                Ok(revoked)
             }
             Err(err) => {
                 self.last_attempt_failed = true;
@@ -154,6 +160,15 @@ impl RemoteKeys {
         self.in_flight_since = None;
         self.last_attempt_failed = true;
     }
+}
+
+/// Whether `new` lacks a key of `old`. Keys without a `kid` cannot be told apart, so a
+/// set that had any counts as changed.
+fn keys_dropped(old: &KeySet, new: &KeySet) -> bool {
+    old.keys.iter().any(|key| match &key.kid {
+        Some(kid) => new.by_kid(kid).is_none(),
+        None => true,
+    })
 }
 
 #[cfg(test)]
@@ -222,6 +237,23 @@ mod tests {
         keys.begin_fetch(10 * S, false);
         keys.abort_fetch();
         assert_eq!(keys.on_missing_keys(11 * S), NeedKeys::GiveUp);
+    }
+
+    #[test]
+    fn a_refresh_that_drops_a_key_reports_it() {
+        let set = |kids: &[&str]| {
+            let keys = kids
+                .iter()
+                .map(|kid| serde_json::json!({"kty": "oct", "kid": kid, "k": "A".repeat(43)}))
+                .collect::<Vec<_>>();
+            crate::jwks::parse(serde_json::json!({"keys": keys}).to_string().as_bytes())
+                .unwrap()
+                .set
+        };
+        let mut keys = remote();
+        assert_eq!(keys.complete_fetch(0, Ok(set(&["a", "b"]))), Ok(false));
+        assert_eq!(keys.complete_fetch(1, Ok(set(&["a", "b", "c"]))), Ok(false));
+        assert_eq!(keys.complete_fetch(2, Ok(set(&["b", "c"]))), Ok(true));
     }
 
     #[test]

@@ -60,12 +60,13 @@ pub fn forbidden() -> Reply {
     }
 }
 
-pub fn keys_unavailable() -> Reply {
+/// The 503 reply; `retry_after_secs` is when the next key fetch may succeed.
+pub fn keys_unavailable(retry_after_secs: u64) -> Reply {
     Reply {
         status: 503,
         headers: vec![
             ("content-type".into(), CONTENT_TYPE.into()),
-            ("retry-after".into(), "5".into()),
+            ("retry-after".into(), retry_after_secs.max(1).to_string()),
         ],
         body: problem(
             503,
@@ -101,6 +102,7 @@ mod tests {
     fn forbidden_and_unavailable_are_problem_json() {
         assert_eq!(forbidden().status, 403);
         assert_eq!(forbidden().headers[0].1, "application/problem+json");
-        assert_eq!(keys_unavailable().status, 503);
+        assert_eq!(keys_unavailable(10).status, 503);
+        assert_eq!(keys_unavailable(0).headers[1].1, "1");
     }
 }

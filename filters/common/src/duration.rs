@@ -7,6 +7,14 @@ pub const UNITS_HELP: &str =
 /// Parses a duration into nanoseconds. Rejects empty strings, missing units, unknown
 /// units, zero and overflow.
 pub fn parse_duration_nanos(text: &str) -> Result<u64, String> {
+    match parse_duration_or_zero_nanos(text)? {
+        0 => Err(format!("{text:?} must be greater than zero")),
+        total => Ok(total),
+    }
+}
+
+/// Like [`parse_duration_nanos`], for settings where zero means "none" (a clock skew).
+pub fn parse_duration_or_zero_nanos(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(format!("expected {UNITS_HELP}, got an empty string"));
@@ -48,9 +56,6 @@ pub fn parse_duration_nanos(text: &str) -> Result<u64, String> {
             .and_then(|part| total.checked_add(part))
             .ok_or_else(|| format!("{text:?} is too large"))?;
         rest = after_unit;
-    }
-    if total == 0 {
-        return Err(format!("{text:?} must be greater than zero"));
     }
     Ok(total)
 }
@@ -118,5 +123,15 @@ mod tests {
         assert!(parse_duration_nanos("10x")
             .unwrap_err()
             .contains("unknown unit \"x\""));
+    }
+
+    #[test]
+    fn zero_is_allowed_only_where_asked_for() {
+        assert_eq!(parse_duration_or_zero_nanos("0s"), Ok(0));
+        assert_eq!(parse_duration_or_zero_nanos("1ms"), Ok(1_000_000));
+        assert!(parse_duration_or_zero_nanos("0").is_err());
+        assert!(parse_duration_nanos("0s")
+            .unwrap_err()
+            .contains("greater than zero"));
     }
 }
