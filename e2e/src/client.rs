@@ -135,10 +135,19 @@ impl Request {
         stream
             .write_all(&self.wire_bytes())
             .map_err(|e| format!("write: {e}"))?;
+        // Read until the message is complete by its own framing rather than until the
+        // connection closes: Envoy delays closing after a local reply (its
+        // `delayed_close_timeout`, 1 s), which would cost every refused request a second.
         let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|e| format!("read from port {port}: {e}"))?;
+        let mut buffer = [0u8; 16 * 1024];
+        let head_only = self.method.eq_ignore_ascii_case("HEAD");
+        while !message_complete(&raw, head_only) {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(buffer.get(..n).unwrap_or_default()),
+                Err(e) => return Err(format!("read from port {port}: {e}")),
+            }
+        }
         Response::parse(&raw)
     }
 }
@@ -219,6 +228,35 @@ impl Response {
     }
 }
 
+/// Whether `raw` holds a whole response: headers, then the body its
+/// `content-length` or chunked framing announces (none for HEAD, 1xx, 204 and 304).
+/// Without either, the body runs to the end of the connection.
+fn message_complete(raw: &[u8], head_only: bool) -> bool {
+    let Some(split) = raw.windows(4).position(|window| window == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if head_only || status.starts_with('1') || status == "204" || status == "304" {
+        return true;
+    }
+    let body = &raw[split + 4..];
+    let field = |name: &str| {
+        head.split("\r\n")
+            .filter_map(|line| line.split_once(':'))
+            .find(|(key, _)| key.trim() == name)
+            .map(|(_, value)| value.trim().to_owned())
+    };
+    if field("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        // The last chunk, then optional trailers, then an empty line.
+        return body.ends_with(b"\r\n\r\n") && dechunk(body).is_ok();
+    }
+    match field("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Some(length) => body.len() >= length,
+        None => false,
+    }
+}
+
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
@@ -257,5 +295,36 @@ mod tests {
         let chunked = Response::parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
         assert_eq!(chunked.body, b"abcde");
         assert!(Response::parse(b"HTTP/1.1 200").is_err());
+    }
+
+    #[test]
+    fn a_message_is_complete_by_its_framing() {
+        assert!(!message_complete(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n",
+            false
+        ));
+        assert!(!message_complete(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nab",
+            false
+        ));
+        assert!(message_complete(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+            false
+        ));
+        assert!(message_complete(b"HTTP/1.1 204 No Content\r\n\r\n", false));
+        assert!(message_complete(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n",
+            true
+        ));
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n";
+        assert!(!message_complete(chunked, false));
+        assert!(message_complete(
+            &[&chunked[..], b"0\r\n\r\n"].concat(),
+            false
+        ));
+        assert!(!message_complete(
+            b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+            false
+        ));
     }
 }
