@@ -33,11 +33,12 @@ pub enum DenyReason {
     Audience,
     Claims,
     KeysUnavailable,
+    MultipleTokens,
     Rule,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 13] = [
+    pub const ALL: [DenyReason; 14] = [
         DenyReason::Missing,
         DenyReason::Malformed,
         DenyReason::TooLarge,
@@ -50,6 +51,7 @@ impl DenyReason {
         DenyReason::Audience,
         DenyReason::Claims,
         DenyReason::KeysUnavailable,
+        DenyReason::MultipleTokens,
         DenyReason::Rule,
     ];
 
@@ -67,6 +69,7 @@ impl DenyReason {
             DenyReason::Audience => "audience",
             DenyReason::Claims => "claims",
             DenyReason::KeysUnavailable => "keys_unavailable",
+            DenyReason::MultipleTokens => "multiple_tokens",
             DenyReason::Rule => "rule",
         }
     }
@@ -86,6 +89,7 @@ impl DenyReason {
             DenyReason::Audience => "the token's audience is not accepted",
             DenyReason::Claims => "the token lacks a required claim",
             DenyReason::KeysUnavailable => "the signing keys are unavailable",
+            DenyReason::MultipleTokens => "the request carries more than one token",
             DenyReason::Rule => "the request is not allowed",
         }
     }
@@ -178,8 +182,19 @@ impl Authorizer {
         now_secs: u64,
         may_need_keys: bool,
     ) -> AuthStep {
-        let Some((raw, location, first_provider)) = self.find_token(request) else {
-            return done(Authentication::Missing, None, false);
+        let (raw, location, first_provider) = match self.find_token(request) {
+            Ok(Some(found)) => found,
+            Ok(None) => return done(Authentication::Missing, None, false),
+            Err(blamed) => {
+                return done(
+                    Authentication::Invalid {
+                        provider: blamed,
+                        reason: DenyReason::MultipleTokens,
+                    },
+                    None,
+                    false,
+                )
+            }
         };
         let strip_header = |provider: usize| match location {
             TokenLocation::Header { name, .. }
@@ -256,6 +271,16 @@ impl Authorizer {
             }
             Err(err) => return invalid(provider_index, signature_reason(err)),
         }
+        if now_secs == 0 {
+            // The host clock failed: time claims cannot be checked, so nothing is valid.
+            return done(
+                Authentication::KeysUnavailable {
+                    provider: provider_index,
+                },
+                strip_header(provider_index),
+                false,
+            );
+        }
         let policy = ClaimPolicy {
             issuer: &provider.issuer,
             audiences: &provider.audiences,
@@ -274,7 +299,10 @@ impl Authorizer {
         });
         let max_age_end = now_secs.saturating_add(self.config.cache_max_age_secs);
         let expires = exp.map_or(max_age_end, |exp| exp.min(max_age_end));
-        cache.insert(cache_key, identity.clone(), expires);
+        // A token inside the clock skew past its `exp` is valid now but never cached.
+        if expires > now_secs {
+            cache.insert(cache_key, identity.clone(), expires);
+        }
         done(
             Authentication::Verified(identity),
             strip_header(provider_index),
@@ -282,40 +310,46 @@ impl Authorizer {
         )
     }
 
-    /// The first token found, in provider order then location order, with the index of
-    /// the first provider that looks there (blamed when the token is unusable).
+    /// The request's token with its location and the index of the first provider that
+    /// looks there (blamed when the token is unusable). RFC 6750 §2: a request carrying
+    /// more than one distinct token (two headers, a header and a query parameter, a
+    /// repeated parameter...) is refused, `Err` naming the provider to blame: a backend
+    /// reading another copy than the one checked must never see an unchecked token.
     fn find_token<'r>(
         &'r self,
         request: &'r RequestHead,
-    ) -> Option<(&'r str, &'r TokenLocation, usize)> {
-        self.config
-            .providers
-            .iter()
-            .enumerate()
-            .find_map(|(index, provider)| {
-                provider.locations.iter().find_map(|location| {
-                    extract(request, location).map(|token| (token, location, index))
-                })
-            })
+    ) -> Result<Option<(&'r str, &'r TokenLocation, usize)>, usize> {
+        let mut found: Option<(&'r str, &'r TokenLocation, usize)> = None;
+        for (index, provider) in self.config.providers.iter().enumerate() {
+            for location in &provider.locations {
+                for token in extract_all(request, location) {
+                    match found {
+                        None => found = Some((token, location, index)),
+                        Some((first, _, _)) if first == token => {}
+                        Some((_, _, blamed)) => return Err(blamed),
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Walks the rules (see [`crate::rules`]) for an authenticated request.
     pub fn decide(&self, request: &RequestHead, authenticated: &Authenticated) -> Decision {
         let outcome = &authenticated.outcome;
         let mut shadow = Vec::new();
-        if let Authentication::KeysUnavailable { .. } = outcome {
-            if self.config.failure_mode == FailureMode::Allow {
-                return Decision {
-                    verdict: Verdict::Allow,
-                    reason: None,
-                    rule: None,
-                    shadow,
-                    set_headers: Vec::new(),
-                    remove_headers: Vec::new(),
-                    failed_open: true,
-                };
+        // `failureMode: allow` and the token's provider has no keys: a rule that would
+        // accept that provider and checks no claims lets the request through without
+        // identity. Everything else is evaluated as for an anonymous request — the
+        // provider was chosen by the token's unverified `iss`, so it must not unlock
+        // more than an outage forces.
+        let fails_open = |providers: &[usize]| match outcome {
+            Authentication::KeysUnavailable { provider } => {
+                self.config.failure_mode == FailureMode::Allow
+                    && (providers.is_empty() || providers.contains(provider))
             }
-        }
+            _ => false,
+        };
         let verified = match outcome {
             Authentication::Verified(identity) => Some(identity.as_ref()),
             _ => None,
@@ -332,6 +366,16 @@ impl Authorizer {
                     if accepted.is_none() {
                         if rule.action == RuleAction::Deny {
                             continue;
+                        }
+                        if fails_open(providers) {
+                            if !rule.claims.is_empty() {
+                                continue; // claims cannot be checked: the rule cannot apply
+                            }
+                            if rule.shadow {
+                                shadow.push((index, true));
+                                continue;
+                            }
+                            return self.fail_open(Some(index), authenticated, shadow);
                         }
                         if rule.shadow {
                             shadow.push((index, false));
@@ -360,18 +404,32 @@ impl Authorizer {
             // No rules: every request needs a valid token from any provider.
             return match verified {
                 Some(identity) => self.allow(None, Some(identity), authenticated, shadow),
+                None if fails_open(&[]) => self.fail_open(None, authenticated, shadow),
                 None => self.unauthenticated(outcome, None, shadow),
             };
         }
         match self.config.default_action {
             RuleAction::Allow => self.allow(None, verified, authenticated, shadow),
             RuleAction::Deny => match outcome {
-                Authentication::Invalid { .. } | Authentication::KeysUnavailable { .. } => {
+                Authentication::Invalid { .. } => self.unauthenticated(outcome, None, shadow),
+                Authentication::KeysUnavailable { .. } if !fails_open(&[]) => {
                     self.unauthenticated(outcome, None, shadow)
                 }
                 _ => deny(None, reply::forbidden(), DenyReason::Rule, shadow),
             },
         }
+    }
+
+    /// Allowed without identity because keys are unavailable (`failureMode: allow`).
+    fn fail_open(
+        &self,
+        rule: Option<usize>,
+        authenticated: &Authenticated,
+        shadow: Vec<(usize, bool)>,
+    ) -> Decision {
+        let mut decision = self.allow(rule, None, authenticated, shadow);
+        decision.failed_open = true;
+        decision
     }
 
     /// When a provider's next key fetch may be tried: its `retryInterval`, rounded up.
@@ -417,6 +475,15 @@ impl Authorizer {
     ) -> Decision {
         let realm = &self.config.realm;
         match outcome {
+            Authentication::Invalid {
+                reason: DenyReason::MultipleTokens,
+                ..
+            } => deny(
+                rule,
+                reply::invalid_request(realm, DenyReason::MultipleTokens.description()),
+                DenyReason::MultipleTokens,
+                shadow,
+            ),
             Authentication::Invalid { reason, .. } => deny(
                 rule,
                 reply::unauthorized(realm, Some(reason.description())),
@@ -485,21 +552,27 @@ impl KeyRef<'_> {
     }
 }
 
-/// The token at `location`, if the request carries one there.
-pub fn extract<'r>(request: &'r RequestHead, location: &TokenLocation) -> Option<&'r str> {
-    let token = match location {
-        TokenLocation::Header { name, prefix } => {
-            let value = request.header(name)?;
-            let head = value.get(..prefix.len())?;
-            if !head.eq_ignore_ascii_case(prefix) {
-                return None;
-            }
-            value.get(prefix.len()..)?.trim()
-        }
-        TokenLocation::Query(name) => request.query_parameter(name)?,
-        TokenLocation::Cookie(name) => request.cookie(name)?,
+/// Every token the request carries at `location`: each value of the header (with its
+/// prefix, matched case-insensitively), of the query parameter or of the cookie.
+pub fn extract_all<'r>(request: &'r RequestHead, location: &'r TokenLocation) -> Vec<&'r str> {
+    let tokens: Vec<&str> = match location {
+        TokenLocation::Header { name, prefix } => request
+            .header_values(name)
+            .filter_map(|value| {
+                let head = value.get(..prefix.len())?;
+                head.eq_ignore_ascii_case(prefix)
+                    .then(|| value.get(prefix.len()..))
+                    .flatten()
+                    .map(str::trim)
+            })
+            .collect(),
+        TokenLocation::Query(name) => request.query_parameters(name).collect(),
+        TokenLocation::Cookie(name) => request.cookies(name).collect(),
     };
-    (!token.is_empty()).then_some(token)
+    tokens
+        .into_iter()
+        .filter(|token| !token.is_empty())
+        .collect()
 }
 
 fn token_reason(err: &TokenError) -> DenyReason {

@@ -272,7 +272,25 @@ impl AuthzConfig {
                     .field("name")
                     .error(format!("duplicate provider name {:?}", provider.name)));
             }
-            providers.push(provider.compile(&at, &mut warnings)?);
+            let compiled = provider.compile(&at, &mut warnings)?;
+            // The token's `iss` picks the provider among those that look where the token
+            // was found: a second provider with the same issuer there could never be reached.
+            if let Some(twin) = providers.iter().find(|p: &&Provider| {
+                p.issuer == compiled.issuer
+                    && p.locations.iter().any(|l| compiled.locations.contains(l))
+            }) {
+                return Err(at.field("issuer").error(format!(
+                    "provider {:?} already verifies issuer {:?} from the same token location; merge their audiences into one provider",
+                    twin.name, compiled.issuer
+                )));
+            }
+            if compiled.audiences.is_empty() {
+                warnings.push(format!(
+                    "provider {}: no `audiences`: tokens this issuer minted for any audience (other APIs, ID tokens) are accepted",
+                    compiled.name
+                ));
+            }
+            providers.push(compiled);
         }
         let principal_header =
             validate_header_name(&self.principal_header, &root.field("principalHeader"))?;
@@ -358,7 +376,7 @@ impl ProviderConfig {
                     Value::String(text) => text.clone(),
                     other => other.to_string(),
                 };
-                let parsed = jwks::parse(document.as_bytes())
+                let parsed = jwks::parse(document.as_bytes(), jwks::Origin::Inline)
                     .map_err(|err| at.field("jwks").field("inline").error(err))?;
                 warnings.extend(
                     parsed

@@ -145,8 +145,9 @@ struct Runtime {
     remote: Vec<Option<RefCell<RemoteKeys>>>,
     cache: RefCell<VerifiedCache<Rc<Identity>>>,
     waiters: RefCell<Vec<Waiter>>,
-    /// JWKS fetch tokens → provider.
-    callouts: RefCell<HashMap<u32, usize>>,
+    /// JWKS fetch tokens → (provider, dispatched at). Entries whose callback never
+    /// came are dropped on tick after the timeout.
+    callouts: RefCell<HashMap<u32, (usize, u64)>>,
     /// Fetches requests asked for (provider, for an unknown `kid`), dispatched by the
     /// root on its next tick.
     requested: RefCell<Vec<(usize, bool)>>,
@@ -217,12 +218,12 @@ impl Runtime {
         match context.dispatch_http_call(&policy.cluster, headers, None, vec![], timeout) {
             Ok(token) => {
                 state.borrow_mut().begin_fetch(now, for_unknown_kid);
-                self.callouts.borrow_mut().insert(token, provider);
+                self.callouts.borrow_mut().insert(token, (provider, now));
                 true
             }
             Err(status) => {
                 state.borrow_mut().begin_fetch(now, for_unknown_kid);
-                state.borrow_mut().abort_fetch();
+                state.borrow_mut().abort_fetch(now);
                 self.fetch_failed(provider, &format!(
                     "cannot call cluster {:?} ({status:?}); is it defined in the Envoy configuration?",
                     policy.cluster
@@ -230,6 +231,21 @@ impl Runtime {
                 false
             }
         }
+    }
+
+    /// Drops fetches whose callback never came (timeout plus a second), so a lost one
+    /// never blocks a later request-triggered fetch for its provider.
+    fn forget_lost_callouts(&self, now: u64) {
+        let remote = &self.remote;
+        self.callouts.borrow_mut().retain(|_, (provider, started)| {
+            let timeout = match remote.get(*provider) {
+                Some(Some(state)) => state.borrow().policy().timeout_nanos,
+                _ => 0,
+            };
+            now < started
+                .saturating_add(timeout)
+                .saturating_add(NANOS_PER_SECOND)
+        });
     }
 
     fn fetch_failed(&self, provider: usize, why: &str) {
@@ -274,7 +290,7 @@ impl Runtime {
         let _ = proxy_wasm::hostcalls::set_tick_period(TICK);
         let mut failed = Vec::new();
         for (provider, for_unknown_kid) in requested {
-            let dispatched = self.callouts.borrow().values().any(|p| *p == provider);
+            let dispatched = self.callouts.borrow().values().any(|(p, _)| *p == provider);
             if !dispatched && !self.start_fetch(root, provider, for_unknown_kid) {
                 failed.push(provider);
             }
@@ -284,7 +300,7 @@ impl Runtime {
 
     /// A JWKS response arrived (at the root): record it and finish the waiters.
     fn on_fetch_response(&self, token: u32, body_size: usize) {
-        let Some(provider) = self.callouts.borrow_mut().remove(&token) else {
+        let Some((provider, _)) = self.callouts.borrow_mut().remove(&token) else {
             return;
         };
         let status =
@@ -304,7 +320,7 @@ impl Runtime {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-                jwks::parse(&body)
+                jwks::parse(&body, jwks::Origin::Remote)
             }
             Some(other) => Err(format!("the endpoint answered HTTP {other}")),
             None => Err("no response (timeout, connection failure or reset)".into()),
@@ -496,9 +512,10 @@ impl RootContext for AuthzRoot {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
+        let now = now_nanos();
+        runtime.forget_lost_callouts(now);
         // Waiters to answer now are collected and answered last: see `finish_waiters`.
         let mut answer_now = runtime.dispatch_requested(self);
-        let now = now_nanos();
         for (provider, state) in runtime.remote.iter().enumerate() {
             let Some(state) = state else { continue };
             let due = state.borrow().fetch_due_on_tick(now);
@@ -549,12 +566,11 @@ impl HttpContext for AuthzHttp {
             let reply = crate::reply::keys_unavailable(1);
             return plugin::send_local_reply(reply.status, &reply.headers, reply.body.as_bytes());
         };
-        let request = read_request_head(false);
-        // Whatever happens next, a client never supplies the headers this filter sets.
-        plugin::remove_headers(
-            MapType::HttpRequestHeaders,
-            &runtime.authorizer.config.owned_headers,
-        );
+        // Whatever happens next, a client never supplies the headers this filter sets:
+        // removed from the request, and from the copy rules match on.
+        let owned = &runtime.authorizer.config.owned_headers;
+        let request = read_request_head(false).without_headers(owned);
+        plugin::remove_headers(MapType::HttpRequestHeaders, owned);
         let authenticated = match runtime.authenticate(&request, true) {
             AuthStep::Done(authenticated) => authenticated,
             AuthStep::NeedKeys(needed) => match self.wait_for_keys(&runtime, needed, request) {

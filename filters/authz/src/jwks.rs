@@ -64,9 +64,17 @@ pub struct Parsed {
     pub warnings: Vec<String>,
 }
 
+/// Where a key set comes from: HMAC (`oct`) keys are secrets and are accepted only from
+/// the filter's own configuration, never from a fetched (usually public) document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Inline,
+    Remote,
+}
+
 /// Parses a JWKS document. Fails only when the document itself is unusable (not JSON,
 /// no `keys` array, or no usable key at all); bad entries become warnings.
-pub fn parse(document: &[u8]) -> Result<Parsed, String> {
+pub fn parse(document: &[u8], origin: Origin) -> Result<Parsed, String> {
     let value: Value = serde_json::from_slice(document)
         .map_err(|err| format!("the JWKS is not valid JSON: {err}"))?;
     let entries = value
@@ -81,7 +89,7 @@ pub fn parse(document: &[u8]) -> Result<Parsed, String> {
             ));
             break;
         }
-        match parse_key(entry) {
+        match parse_key(entry, origin) {
             Ok(key) => parsed.set.keys.push(key),
             Err(reason) => {
                 let kid = entry
@@ -107,7 +115,7 @@ pub fn parse(document: &[u8]) -> Result<Parsed, String> {
     Ok(parsed)
 }
 
-fn parse_key(entry: &Value) -> Result<Jwk, String> {
+fn parse_key(entry: &Value, origin: Origin) -> Result<Jwk, String> {
     let text = |name: &str| entry.get(name).and_then(Value::as_str);
     let bytes = |name: &str| -> Result<Vec<u8>, String> {
         let value = text(name).ok_or_else(|| format!("missing `{name}`"))?;
@@ -132,53 +140,65 @@ fn parse_key(entry: &Value) -> Result<Jwk, String> {
     };
     let kty = text("kty").ok_or("missing `kty`")?;
     let crv = text("crv");
-    let (family, key, hmac_len) = match (kty, crv) {
-        ("RSA", _) => {
-            let n = bytes("n")?;
-            let e = bytes("e")?;
-            let bits = significant_bits(&n);
-            if bits < MIN_RSA_BITS {
-                return Err(format!(
-                    "RSA modulus of {bits} bits; at least {MIN_RSA_BITS} required"
-                ));
+    let (family, key, hmac_len) =
+        match (kty, crv) {
+            ("RSA", _) => {
+                let n = bytes("n")?;
+                let e = bytes("e")?;
+                let bits = significant_bits(&n);
+                if bits < MIN_RSA_BITS {
+                    return Err(format!(
+                        "RSA modulus of {bits} bits; at least {MIN_RSA_BITS} required"
+                    ));
+                }
+                // The checks the verifier would otherwise fail on at every request
+                // (exponent range, modulus size limit), done once.
+                rsa::RsaPublicKey::new(
+                    rsa::BigUint::from_bytes_be(&n),
+                    rsa::BigUint::from_bytes_be(&e),
+                )
+                .map_err(|err| format!("unusable RSA key: {err}"))?;
+                (
+                    KeyFamily::Rsa,
+                    DecodingKey::from_rsa_raw_components(&n, &e),
+                    0,
+                )
             }
-            if e.iter().all(|&b| b == 0) {
-                return Err("RSA exponent is zero".into());
+            ("EC", Some("P-256")) => (KeyFamily::P256, ec_key(&bytes("x")?, &bytes("y")?, 32)?, 0),
+            ("EC", Some("P-384")) => (KeyFamily::P384, ec_key(&bytes("x")?, &bytes("y")?, 48)?, 0),
+            ("EC", other) => return Err(format!("unsupported curve {other:?}")),
+            ("OKP", Some("Ed25519")) => {
+                let x = bytes("x")?;
+                let point: [u8; 32] = x
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| "Ed25519 `x` must be 32 bytes".to_owned())?;
+                ed25519_dalek::VerifyingKey::from_bytes(&point)
+                    .map_err(|_| "Ed25519 `x` is not a valid point".to_owned())?;
+                let encoded = base64url::encode(&x);
+                let key = DecodingKey::from_ed_components(&encoded)
+                    .map_err(|err| format!("invalid Ed25519 key: {err}"))?;
+                (KeyFamily::Ed25519, key, 0)
             }
-            (
-                KeyFamily::Rsa,
-                DecodingKey::from_rsa_raw_components(&n, &e),
-                0,
-            )
-        }
-        ("EC", Some("P-256")) => (KeyFamily::P256, ec_key(&bytes("x")?, &bytes("y")?, 32)?, 0),
-        ("EC", Some("P-384")) => (KeyFamily::P384, ec_key(&bytes("x")?, &bytes("y")?, 48)?, 0),
-        ("EC", other) => return Err(format!("unsupported curve {other:?}")),
-        ("OKP", Some("Ed25519")) => {
-            let x = bytes("x")?;
-            if x.len() != 32 {
-                return Err("Ed25519 `x` must be 32 bytes".into());
+            ("OKP", other) => return Err(format!("unsupported curve {other:?}")),
+            ("oct", _) if origin == Origin::Remote => return Err(
+                "HMAC (`oct`) keys are secrets: accepted inline only, never from a fetched JWKS"
+                    .into(),
+            ),
+            ("oct", _) => {
+                let secret = bytes("k")?;
+                let needed = alg.map_or(32, Algorithm::min_hmac_key_bytes);
+                if secret.len() < needed {
+                    return Err(format!(
+                        "HMAC secret of {} bytes; at least {needed} required",
+                        secret.len()
+                    ));
+                }
+                let len = secret.len();
+                (KeyFamily::Hmac, DecodingKey::from_secret(&secret), len)
             }
-            let encoded = base64url::encode(&x);
-            let key = DecodingKey::from_ed_components(&encoded)
-                .map_err(|err| format!("invalid Ed25519 key: {err}"))?;
-            (KeyFamily::Ed25519, key, 0)
-        }
-        ("OKP", other) => return Err(format!("unsupported curve {other:?}")),
-        ("oct", _) => {
-            let secret = bytes("k")?;
-            let needed = alg.map_or(32, Algorithm::min_hmac_key_bytes);
-            if secret.len() < needed {
-                return Err(format!(
-                    "HMAC secret of {} bytes; at least {needed} required",
-                    secret.len()
-                ));
-            }
-            let len = secret.len();
-            (KeyFamily::Hmac, DecodingKey::from_secret(&secret), len)
-        }
-        (other, _) => return Err(format!("unsupported `kty` {other}")),
-    };
+            (other, _) => return Err(format!("unsupported `kty` {other}")),
+        };
     if let Some(alg) = alg {
         if alg.family() != family {
             return Err(format!("`alg` {} does not fit a {kty} key", alg.name()));
@@ -198,6 +218,14 @@ fn ec_key(x: &[u8], y: &[u8], coordinate_len: usize) -> Result<DecodingKey, Stri
         return Err(format!(
             "EC coordinates must be {coordinate_len} bytes each"
         ));
+    }
+    let sec1 = [&[0x04u8][..], x, y].concat();
+    let on_curve = match coordinate_len {
+        32 => p256::PublicKey::from_sec1_bytes(&sec1).is_ok(),
+        _ => p384::PublicKey::from_sec1_bytes(&sec1).is_ok(),
+    };
+    if !on_curve {
+        return Err("the EC point is not on the curve".into());
     }
     DecodingKey::from_ec_components(&base64url::encode(x), &base64url::encode(y))
         .map_err(|err| format!("invalid EC key: {err}"))
@@ -248,7 +276,7 @@ mod tests {
             {"kty": "OKP", "kid": "x25519", "crv": "X25519", "x": b64(&[1; 32])},
         ]})
         .to_string();
-        let parsed = parse(doc.as_bytes()).unwrap();
+        let parsed = parse(doc.as_bytes(), Origin::Inline).unwrap();
         let kids: Vec<_> = parsed
             .set
             .keys
@@ -268,9 +296,17 @@ mod tests {
 
     #[test]
     fn a_set_without_usable_keys_is_an_error() {
-        assert!(parse(b"not json").unwrap_err().contains("not valid JSON"));
-        assert!(parse(b"{}").unwrap_err().contains("no `keys` array"));
-        let err = parse(json!({"keys": [rsa_entry(1024)]}).to_string().as_bytes()).unwrap_err();
+        assert!(parse(b"not json", Origin::Inline)
+            .unwrap_err()
+            .contains("not valid JSON"));
+        assert!(parse(b"{}", Origin::Inline)
+            .unwrap_err()
+            .contains("no `keys` array"));
+        let err = parse(
+            json!({"keys": [rsa_entry(1024)]}).to_string().as_bytes(),
+            Origin::Inline,
+        )
+        .unwrap_err();
         assert!(err.contains("no usable signing key"), "{err}");
         assert!(err.contains("1024 bits"), "{err}");
     }
@@ -278,7 +314,11 @@ mod tests {
     #[test]
     fn hmac_keys_accept_only_hashes_they_are_long_enough_for() {
         let doc = json!({"keys": [{"kty": "oct", "kid": "k", "k": b64(&[7; 48])}]}).to_string();
-        let key = parse(doc.as_bytes()).unwrap().set.keys.remove(0);
+        let key = parse(doc.as_bytes(), Origin::Inline)
+            .unwrap()
+            .set
+            .keys
+            .remove(0);
         assert!(key.accepts(Algorithm::HS256));
         assert!(key.accepts(Algorithm::HS384));
         assert!(!key.accepts(Algorithm::HS512));
@@ -290,7 +330,11 @@ mod tests {
         let mut entry = rsa_entry(2048);
         entry["alg"] = json!("PS256");
         let doc = json!({"keys": [entry]}).to_string();
-        let key = parse(doc.as_bytes()).unwrap().set.keys.remove(0);
+        let key = parse(doc.as_bytes(), Origin::Inline)
+            .unwrap()
+            .set
+            .keys
+            .remove(0);
         assert!(key.accepts(Algorithm::PS256));
         assert!(!key.accepts(Algorithm::RS256));
         assert!(!key.accepts(Algorithm::HS256));

@@ -155,10 +155,18 @@ impl RemoteKeys {
         }
     }
 
-    /// The dispatch itself failed (no such cluster…): nothing is in flight.
-    pub fn abort_fetch(&mut self) {
+    /// The dispatch itself failed (no such cluster yet…): nothing is in flight. Before
+    /// the first load succeeds, try again a second later rather than after the full
+    /// `retryInterval` (a cluster from CDS may just not be warm yet).
+    pub fn abort_fetch(&mut self, now: u64) {
         self.in_flight_since = None;
         self.last_attempt_failed = true;
+        if self.keys.is_none() {
+            let soon = now
+                .saturating_add(STALE_GRACE_NANOS.min(self.policy.retry_nanos))
+                .saturating_sub(self.policy.retry_nanos);
+            self.last_attempt = Some(soon);
+        }
     }
 }
 
@@ -235,8 +243,21 @@ mod tests {
         assert_eq!(keys.on_missing_keys(5 * S), NeedKeys::GiveUp);
         assert_eq!(keys.on_missing_keys(10 * S), NeedKeys::Fetch);
         keys.begin_fetch(10 * S, false);
-        keys.abort_fetch();
-        assert_eq!(keys.on_missing_keys(11 * S), NeedKeys::GiveUp);
+        keys.abort_fetch(10 * S);
+        assert_eq!(keys.on_missing_keys(10 * S + S / 2), NeedKeys::GiveUp);
+        assert_eq!(
+            keys.on_missing_keys(11 * S),
+            NeedKeys::Fetch,
+            "first load: retried after a second"
+        );
+        keys.complete_fetch(12 * S, Ok(KeySet::default())).unwrap();
+        keys.begin_fetch(100 * S, false);
+        keys.abort_fetch(100 * S);
+        assert!(
+            !keys.fetch_due_on_tick(101 * S),
+            "loaded: the full retryInterval"
+        );
+        assert!(keys.fetch_due_on_tick(110 * S));
     }
 
     #[test]
@@ -246,9 +267,12 @@ mod tests {
                 .iter()
                 .map(|kid| serde_json::json!({"kty": "oct", "kid": kid, "k": "A".repeat(43)}))
                 .collect::<Vec<_>>();
-            crate::jwks::parse(serde_json::json!({"keys": keys}).to_string().as_bytes())
-                .unwrap()
-                .set
+            crate::jwks::parse(
+                serde_json::json!({"keys": keys}).to_string().as_bytes(),
+                crate::jwks::Origin::Inline,
+            )
+            .unwrap()
+            .set
         };
         let mut keys = remote();
         assert_eq!(keys.complete_fetch(0, Ok(set(&["a", "b"]))), Ok(false));

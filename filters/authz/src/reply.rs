@@ -47,6 +47,24 @@ pub fn unauthorized(realm: &str, invalid_token: Option<&str>) -> Reply {
     }
 }
 
+/// The 400 reply for a malformed request (RFC 6750 §3.1 `invalid_request`), such as
+/// one carrying several tokens.
+pub fn invalid_request(realm: &str, description: &str) -> Reply {
+    Reply {
+        status: 400,
+        headers: vec![
+            ("content-type".into(), CONTENT_TYPE.into()),
+            (
+                "www-authenticate".into(),
+                format!(
+                    "Bearer realm=\"{realm}\", error=\"invalid_request\", error_description=\"{description}\""
+                ),
+            ),
+        ],
+        body: problem(400, "invalid-request", "Bad Request", description),
+    }
+}
+
 pub fn forbidden() -> Reply {
     Reply {
         status: 403,

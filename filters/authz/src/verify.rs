@@ -26,17 +26,19 @@ pub fn verify_signature(
     if !allowed.is_empty() && !allowed.contains(&token.alg) {
         return Err(SignatureError::AlgorithmNotAllowed);
     }
-    if let Some(order) = token.alg.ecdsa_order() {
-        if !ecdsa_scalars_in_range(&token.signature, order) {
-            return Err(SignatureError::BadSignature);
-        }
-    }
     match &token.kid {
         Some(kid) => {
-            let key = keys.by_kid(kid).ok_or(SignatureError::UnknownKid)?;
-            if !key.accepts(token.alg) {
-                return Err(SignatureError::AlgorithmNotAllowed);
-            }
+            // A set may reuse a `kid` across key types: take the one that fits `alg`.
+            let mut named = keys
+                .keys
+                .iter()
+                .filter(|key| key.kid.as_deref() == Some(kid.as_str()));
+            let first = named.next().ok_or(SignatureError::UnknownKid)?;
+            let key = std::iter::once(first)
+                .chain(named)
+                .find(|key| key.accepts(token.alg))
+                .ok_or(SignatureError::AlgorithmNotAllowed)?;
+            scalars_in_range(token)?;
             check(token, key)
         }
         // No `kid`: try every key that may verify this algorithm (the set is bounded).
@@ -45,12 +47,22 @@ pub fn verify_signature(
             let first = candidates
                 .next()
                 .ok_or(SignatureError::AlgorithmNotAllowed)?;
+            scalars_in_range(token)?;
             std::iter::once(first)
                 .chain(candidates)
                 .find(|key| check(token, key).is_ok())
                 .map(|_| ())
                 .ok_or(SignatureError::BadSignature)
         }
+    }
+}
+
+fn scalars_in_range(token: &Token<'_>) -> Result<(), SignatureError> {
+    match token.alg.ecdsa_order() {
+        Some(order) if !ecdsa_scalars_in_range(&token.signature, order) => {
+            Err(SignatureError::BadSignature)
+        }
+        _ => Ok(()),
     }
 }
 

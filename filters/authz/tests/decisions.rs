@@ -403,3 +403,108 @@ fn config_errors_name_the_path() {
         assert!(err.starts_with(expected), "{err}\nexpected: {expected}");
     }
 }
+
+#[test]
+fn failing_open_unlocks_only_rules_that_would_accept_the_unavailable_provider() {
+    // `partner`'s keys are remote and down; `internal` is healthy. A token whose
+    // (unverified) `iss` names `partner` must not open routes reserved to `internal`.
+    let internal = Signer::generate(Alg::ES256, "i");
+    let config = json!({
+        "failureMode": "allow",
+        "providers": [
+            {"name": "internal", "issuer": ISSUER, "jwks": {"inline": jwks(&[&internal])}},
+            {"name": "partner", "issuer": OTHER_ISSUER,
+             "jwks": {"remote": {"cluster": "jwks", "uri": "https://partner.example.com/jwks"}}}
+        ],
+        "rules": [
+            {"name": "admin", "action": "allow", "providers": ["internal"], "match": {"path": {"prefix": "/admin"}},
+             "claims": [{"claim": "role", "in": ["admin"]}]},
+            {"name": "no-exports", "action": "deny", "require": "anonymous", "match": {"path": {"prefix": "/exports"}}},
+            {"name": "reports", "action": "allow", "providers": ["partner"], "match": {"path": {"prefix": "/reports"}}},
+            {"name": "scoped", "action": "allow", "match": {"path": {"prefix": "/scoped"}},
+             "claims": [{"claim": "scope", "contains": "read"}]}
+        ]
+    });
+    let authorizer = Authorizer::new(config::parse(config.to_string().as_bytes()).unwrap());
+    let forged = Signer::generate(Alg::ES256, "x").sign(&json!({"iss": OTHER_ISSUER, "sub": "eve", "role": "admin", "scope": "read", "exp": NOW + 60}));
+    let decide = |path: &str| {
+        let req = request("GET", path, Some(&forged));
+        let mut cache = VerifiedCache::new(0);
+        let AuthStep::Done(done) = authorizer.authenticate(&req, &NoRemote, &mut cache, NOW, false)
+        else {
+            panic!()
+        };
+        authorizer.decide(&req, &done)
+    };
+    let d = decide("/admin/users");
+    assert_eq!(status(&d), 503, "an internal-only route stays closed");
+    let d = decide("/exports/all");
+    assert_eq!(status(&d), 403, "deny rules still apply");
+    let d = decide("/scoped/x");
+    assert_eq!(
+        (status(&d), d.reason),
+        (403, Some(DenyReason::Rule)),
+        "claims cannot be checked: the rule does not apply"
+    );
+    let d = decide("/reports/q3");
+    assert_eq!(
+        (status(&d), d.failed_open),
+        (200, true),
+        "the partner route fails open"
+    );
+    assert!(
+        d.set_headers.is_empty(),
+        "no identity from an unverified token"
+    );
+}
+
+#[test]
+fn two_providers_for_one_issuer_and_location_are_a_configuration_error() {
+    let key = jwks(&[&Signer::generate(Alg::ES256, "k")]);
+    let config = json!({"providers": [
+        {"name": "a", "issuer": ISSUER, "audiences": ["x"], "jwks": {"inline": key}},
+        {"name": "b", "issuer": ISSUER, "audiences": ["y"], "jwks": {"inline": key}}
+    ]});
+    let err = config::parse(config.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("providers[1].issuer: provider \"a\" already verifies issuer"),
+        "{err}"
+    );
+    // Different locations are fine.
+    let config = json!({"providers": [
+        {"name": "a", "issuer": ISSUER, "jwks": {"inline": key}},
+        {"name": "b", "issuer": ISSUER, "from": [{"header": "x-token"}], "jwks": {"inline": key}}
+    ]});
+    assert!(config::parse(config.to_string().as_bytes()).is_ok());
+}
+
+#[test]
+fn several_tokens_get_400_invalid_request() {
+    let f = fixture(json!([]), json!({}));
+    let token = f.token(json!({}));
+    let other = f.token(json!({"sub": "bob"}));
+    let req = RequestHead::new(
+        vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), "/".into()),
+            ("authorization".into(), format!("Bearer {token}")),
+            ("authorization".into(), format!("Bearer {other}")),
+        ],
+        None,
+    );
+    let mut cache = VerifiedCache::new(0);
+    let AuthStep::Done(done) = f
+        .authorizer
+        .authenticate(&req, &NoRemote, &mut cache, NOW, true)
+    else {
+        panic!()
+    };
+    let d = f.authorizer.decide(&req, &done);
+    assert_eq!(status(&d), 400);
+    assert_eq!(
+        header(&d, "www-authenticate"),
+        Some("Bearer realm=\"orders\", error=\"invalid_request\", error_description=\"the request carries more than one token\"")
+    );
+}

@@ -18,7 +18,7 @@ use meshward_authz::authorizer::{
 };
 use meshward_authz::cache::VerifiedCache;
 use meshward_authz::config;
-use meshward_authz::jwks::KeySet;
+use meshward_authz::jwks::{KeySet, Origin};
 use meshward_authz::outputs::Identity;
 use meshward_filter_common::request::RequestHead;
 use meshward_jwt_testkit::{b64, jwks, unsigned_token, Alg, Signer};
@@ -378,9 +378,10 @@ fn unusable_jwks_entries_are_skipped_with_a_warning() {
     })
     .to_string();
     let compiled = config::parse(config.as_bytes()).unwrap();
-    assert_eq!(compiled.warnings.len(), 2, "{:?}", compiled.warnings);
+    assert_eq!(compiled.warnings.len(), 3, "{:?}", compiled.warnings);
     assert!(compiled.warnings[0].contains("kid short"));
     assert!(compiled.warnings[1].contains("kid enc"));
+    assert!(compiled.warnings[2].contains("no `audiences`"));
     let authorizer = Authorizer::new(compiled);
     let mut c = claims();
     c.as_object_mut().unwrap().remove("aud");
@@ -416,7 +417,7 @@ fn remote_providers_ask_for_keys_when_missing_or_kid_unknown() {
     );
 
     let old = Signer::generate(Alg::ES256, "old");
-    let old_set = meshward_authz::jwks::parse(jwks(&[&old]).as_bytes())
+    let old_set = meshward_authz::jwks::parse(jwks(&[&old]).as_bytes(), Origin::Remote)
         .unwrap()
         .set;
     let stale = Remote(Some(Rc::new(old_set)));
@@ -430,7 +431,7 @@ fn remote_providers_ask_for_keys_when_missing_or_kid_unknown() {
         matches!(step, AuthStep::Done(d) if d.outcome == Authentication::Invalid { provider: 0, reason: DenyReason::UnknownKid })
     );
 
-    let rotated = meshward_authz::jwks::parse(jwks(&[&old, &signer]).as_bytes())
+    let rotated = meshward_authz::jwks::parse(jwks(&[&old, &signer]).as_bytes(), Origin::Remote)
         .unwrap()
         .set;
     let fresh = Remote(Some(Rc::new(rotated)));
@@ -496,4 +497,114 @@ fn tokens_are_found_in_headers_query_parameters_and_cookies() {
     }
     // `Authorization: Bearer` is not among this provider's locations.
     assert_eq!(authenticate(&authorizer, &token), Authentication::Missing);
+}
+
+#[test]
+fn fetched_key_sets_never_supply_hmac_secrets() {
+    let hmac = Signer::generate(Alg::HS256, "shared");
+    let ec = Signer::generate(Alg::ES256, "ec");
+    let document = jwks(&[&hmac, &ec]);
+    let remote = meshward_authz::jwks::parse(document.as_bytes(), Origin::Remote).unwrap();
+    assert_eq!(remote.set.keys.len(), 1);
+    assert!(
+        remote.warnings[0].contains("accepted inline only"),
+        "{:?}",
+        remote.warnings
+    );
+    let inline = meshward_authz::jwks::parse(document.as_bytes(), Origin::Inline).unwrap();
+    assert_eq!(inline.set.keys.len(), 2);
+}
+
+#[test]
+fn keys_that_could_never_verify_are_refused_at_load() {
+    let ec = Signer::generate(Alg::ES256, "ec");
+    let mut off_curve = ec.public_jwk();
+    off_curve["kid"] = json!("off-curve");
+    off_curve["y"] = json!(b64(&[7u8; 32]));
+    let mut huge_exponent = Signer::generate(Alg::RS256, "rsa").public_jwk();
+    huge_exponent["kid"] = json!("huge-e");
+    huge_exponent["e"] = json!(b64(&[0xff; 64]));
+    let document = json!({"keys": [off_curve, huge_exponent, ec.public_jwk()]}).to_string();
+    let parsed = meshward_authz::jwks::parse(document.as_bytes(), Origin::Inline).unwrap();
+    assert_eq!(parsed.set.keys.len(), 1);
+    let warnings = parsed.warnings.join("\n");
+    assert!(
+        warnings.contains("(kid off-curve) skipped: the EC point is not on the curve"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("(kid huge-e) skipped: unusable RSA key"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn a_kid_shared_by_two_key_types_selects_the_one_that_fits_the_algorithm() {
+    let rsa = Signer::generate(Alg::RS256, "shared");
+    let ec = Signer::generate(Alg::ES256, "shared");
+    let authorizer = authorizer_with(&jwks(&[&rsa, &ec]), json!({}));
+    assert_verified(&authorizer, &ec.sign(&claims()));
+    assert_verified(&authorizer, &rsa.sign(&claims()));
+}
+
+#[test]
+fn a_request_with_more_than_one_token_is_refused() {
+    let signer = Signer::generate(Alg::ES256, "k1");
+    let authorizer = authorizer_with(
+        &jwks(&[&signer]),
+        json!({"from": [{"header": "authorization", "prefix": "Bearer "}, {"query": "access_token"}]}),
+    );
+    let good = signer.sign(&claims());
+    let other = signer
+        .sign(&json!({"iss": ISSUER, "sub": "mallory", "aud": "api://orders", "exp": NOW + 300}));
+    let mut cache = VerifiedCache::<Rc<Identity>>::new(0);
+    let mut outcome = |headers: Vec<(&str, String)>| {
+        let mut all = vec![(":method".to_owned(), "GET".to_owned())];
+        all.extend(headers.into_iter().map(|(n, v)| (n.to_owned(), v)));
+        match authorizer.authenticate(
+            &RequestHead::new(all, None),
+            &NoRemote,
+            &mut cache,
+            NOW,
+            true,
+        ) {
+            AuthStep::Done(done) => done.outcome,
+            other => panic!("{other:?}"),
+        }
+    };
+    let multiple = Authentication::Invalid {
+        provider: 0,
+        reason: DenyReason::MultipleTokens,
+    };
+    // Two Authorization headers, a header plus a query parameter, a repeated parameter.
+    assert_eq!(
+        outcome(vec![
+            (":path", "/".into()),
+            ("authorization", format!("Bearer {good}")),
+            ("authorization", format!("Bearer {other}")),
+        ]),
+        multiple
+    );
+    assert_eq!(
+        outcome(vec![
+            (":path", format!("/?access_token={other}")),
+            ("authorization", format!("Bearer {good}"))
+        ]),
+        multiple
+    );
+    assert_eq!(
+        outcome(vec![(
+            ":path",
+            format!("/?access_token={good}&access_token={other}")
+        )]),
+        multiple
+    );
+    // The same token twice is one token.
+    assert!(matches!(
+        outcome(vec![
+            (":path", format!("/?access_token={good}")),
+            ("authorization", format!("Bearer {good}"))
+        ]),
+        Authentication::Verified(_)
+    ));
 }

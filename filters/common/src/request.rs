@@ -19,6 +19,15 @@ impl RequestHead {
         }
     }
 
+    /// The same request without the headers named in `names` (lowercase): what a
+    /// filter sees after removing headers it owns, so nothing downstream of that removal
+    /// can match on a client-sent copy.
+    pub fn without_headers(mut self, names: &[String]) -> Self {
+        self.headers
+            .retain(|(key, _)| !names.iter().any(|name| key.eq_ignore_ascii_case(name)));
+        self
+    }
+
     /// First value of a header; `name` must be lowercase.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -53,19 +62,35 @@ impl RequestHead {
     }
 
     /// First value of a query parameter, as sent (not percent-decoded).
-    pub fn query_parameter(&self, name: &str) -> Option<&str> {
-        let query = self.header(":path")?.split_once('?')?.1;
+    pub fn query_parameter<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.query_parameters(name).next()
+    }
+
+    /// Every value of a query parameter, in order, as sent.
+    pub fn query_parameters<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let query = self
+            .header(":path")
+            .and_then(|path| path.split_once('?'))
+            .map_or("", |(_, query)| query);
         let query = query.split_once('#').map_or(query, |(q, _)| q);
-        query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key == name).then_some(value)
-        })
+        query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .filter_map(move |pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (key == name).then_some(value)
+            })
     }
 
     /// First value of a cookie across every `cookie` header (HTTP/2 may split them).
-    pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.header_values("cookie").find_map(|header| {
-            header.split(';').find_map(|pair| {
+    pub fn cookie<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.cookies(name).next()
+    }
+
+    /// Every value of a cookie, across every `cookie` header, in order.
+    pub fn cookies<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.header_values("cookie").flat_map(move |header| {
+            header.split(';').filter_map(move |pair| {
                 let (key, value) = pair.trim().split_once('=')?;
                 (key.trim() == name).then(|| value.trim().trim_matches('"'))
             })
@@ -140,6 +165,27 @@ mod tests {
         assert_eq!(req.cookie("b"), Some("2"));
         assert_eq!(req.cookie("session"), Some("abc"));
         assert_eq!(req.cookie("missing"), None);
+    }
+
+    #[test]
+    fn removed_headers_are_gone_in_every_casing_and_copy() {
+        let req = head(&[("x-user", "a"), ("X-User", "b"), ("x-other", "c")])
+            .without_headers(&["x-user".to_owned()]);
+        assert_eq!(req.header("x-user"), None);
+        assert_eq!(req.header("x-other"), Some("c"));
+    }
+
+    #[test]
+    fn repeated_query_parameters_and_cookies_are_all_visible() {
+        let req = head(&[
+            (":path", "/x?t=1&u=2&t=3#frag"),
+            ("cookie", "t=a; t=b"),
+            ("cookie", "t=c"),
+        ]);
+        assert_eq!(req.query_parameters("t").collect::<Vec<_>>(), ["1", "3"]);
+        assert_eq!(req.query_parameter("u"), Some("2"));
+        assert_eq!(req.cookies("t").collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(head(&[(":path", "/x")]).query_parameters("t").count(), 0);
     }
 
     #[test]
