@@ -568,9 +568,12 @@ impl HttpContext for AuthzHttp {
         };
         // Whatever happens next, a client never supplies the headers this filter sets:
         // removed from the request, and from the copy rules match on.
+        // Only those present cost a host call (usually none).
         let owned = &runtime.authorizer.config.owned_headers;
-        let request = read_request_head(false).without_headers(owned);
-        plugin::remove_headers(MapType::HttpRequestHeaders, owned);
+        let head = read_request_head(false);
+        let present = owned.iter().filter(|name| head.header(name).is_some());
+        plugin::remove_headers(MapType::HttpRequestHeaders, present);
+        let request = head.without_headers(owned);
         let authenticated = match runtime.authenticate(&request, true) {
             AuthStep::Done(authenticated) => authenticated,
             AuthStep::NeedKeys(needed) => match self.wait_for_keys(&runtime, needed, request) {
