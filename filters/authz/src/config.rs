@@ -253,10 +253,17 @@ fn duration_nanos(
 impl AuthzConfig {
     pub fn compile(&self) -> Result<CompiledConfig, ConfigError> {
         let root = JsonPath::root();
-        if self.providers.is_empty() {
-            return Err(root
-                .field("providers")
-                .error("at least one provider is required"));
+        // Without providers only anonymous rules can ever apply (the pass-through
+        // configuration the control plane serves to a workload no policy selects).
+        let all_anonymous = !self.rules.is_empty()
+            && self
+                .rules
+                .iter()
+                .all(|r| r.require == RequireConfig::Anonymous);
+        if self.providers.is_empty() && !all_anonymous {
+            return Err(root.field("providers").error(
+                "at least one provider is required (without providers every rule must be `require: anonymous`)",
+            ));
         }
         let mut warnings = Vec::new();
         let mut providers = Vec::with_capacity(self.providers.len());

@@ -360,6 +360,10 @@ fn config_errors_name_the_path() {
     let cases = [
         (json!({"providers": []}), "providers: at least one provider"),
         (
+            json!({"providers": [], "rules": [{"name": "r", "action": "allow"}]}),
+            "providers: at least one provider is required (without providers every rule",
+        ),
+        (
             json!({"providers": [{"name": "a", "issuer": "i", "jwks": {}}]}),
             "providers[0].jwks: give exactly one of `remote` or `inline`",
         ),
@@ -507,4 +511,17 @@ fn several_tokens_get_400_invalid_request() {
         header(&d, "www-authenticate"),
         Some("Bearer realm=\"orders\", error=\"invalid_request\", error_description=\"the request carries more than one token\"")
     );
+}
+
+#[test]
+fn without_providers_anonymous_rules_pass_everything() {
+    let config = json!({"providers": [], "rules": [{"name": "no-policy", "action": "allow", "require": "anonymous"}]});
+    let authorizer = Authorizer::new(config::parse(config.to_string().as_bytes()).unwrap());
+    let req = request("GET", "/", Some("whatever"));
+    let mut cache = VerifiedCache::new(0);
+    let AuthStep::Done(done) = authorizer.authenticate(&req, &NoRemote, &mut cache, NOW, true)
+    else {
+        panic!()
+    };
+    assert_eq!(status(&authorizer.decide(&req, &done)), 200);
 }

@@ -171,9 +171,6 @@ pub fn parse(bytes: &[u8]) -> Result<CompiledConfig, ConfigError> {
 impl RateLimitConfig {
     pub fn compile(&self) -> Result<CompiledConfig, ConfigError> {
         let root = JsonPath::root();
-        if self.rules.is_empty() {
-            return Err(root.field("rules").error("at least one rule is required"));
-        }
         if self.rules.len() > MAX_RULES {
             return Err(root
                 .field("rules")
@@ -434,9 +431,15 @@ mod tests {
     }
 
     #[test]
+    fn no_rules_is_a_pass_through_configuration() {
+        // What the control plane serves to a workload no rate-limit policy selects.
+        let config = parse(br#"{"rules":[]}"#).unwrap();
+        assert!(config.rules.is_empty());
+    }
+
+    #[test]
     fn errors_name_the_json_path() {
         let cases = [
-            (r#"{"rules":[]}"#, "rules"),
             (
                 r#"{"rules":[{"name":"r","limit":{"algorithm":"tokenBucket","requests":10,"per":"soon"}}]}"#,
                 "rules[0].limit.per",
