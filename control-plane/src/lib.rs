@@ -1,0 +1,12 @@
+//! Meshward control plane: compiles policies into per-workload filter configurations and
+//! pushes them to Envoy over xDS (ADS and ECDS, SotW and Delta); serves the wasm modules
+//! and a status/metrics endpoint over HTTP.
+//!
+//! [`policy`] is the source-independent model with the file source; [`xds`] the server;
+//! [`http`] the status, metrics and module endpoints; [`server`] wires them together.
+
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod server;
+pub mod xds;

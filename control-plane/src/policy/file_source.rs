@@ -1,0 +1,373 @@
+//! `--policy-dir`: YAML policy documents (`*.yaml`, `*.yml`, several per file with
+//! `---`), polled for changes. Each file is all or nothing: a file with an error is
+//! refused (the error names the file, line and field) and its last good content stays
+//! in force; a deleted file's policies go away.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::model::{Kind, Policy, Scope, Selector};
+
+const API_VERSION: &str = "meshward.io/v1alpha1";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Document {
+    api_version: String,
+    kind: String,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: String,
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spec {
+    #[serde(default)]
+    selector: SelectorDocument,
+    scope: Option<String>,
+    config: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SelectorDocument {
+    #[serde(default)]
+    match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    workloads: Vec<String>,
+}
+
+/// Parses one file's documents. `file` names it in errors.
+pub fn parse_file(file: &str, text: &str) -> Result<Vec<Policy>, String> {
+    let mut policies = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let parsed: Document = serde_path_to_error::deserialize(document).map_err(|err| {
+            let location = err
+                .inner()
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            let path = err.path().to_string();
+            let field = if path == "." {
+                String::new()
+            } else {
+                format!(" {path}:")
+            };
+            format!("{file}{location}:{field} {}", err.inner())
+        })?;
+        let at = format!("{file} (document {})", index + 1);
+        policies.push(to_policy(parsed, &at, &format!("{file}#{}", index + 1))?);
+    }
+    Ok(policies)
+}
+
+fn to_policy(document: Document, at: &str, source: &str) -> Result<Policy, String> {
+    if document.api_version != API_VERSION {
+        return Err(format!(
+            "{at}: apiVersion: expected {API_VERSION}, got {:?}",
+            document.api_version
+        ));
+    }
+    let kind = Kind::from_document_kind(&document.kind).ok_or_else(|| {
+        format!(
+            "{at}: kind: {:?} is not one of RateLimitPolicy, AuthPolicy, IdempotencyPolicy, TracePolicy",
+            document.kind
+        )
+    })?;
+    let name = document.metadata.name;
+    if !is_dns_label(&name) {
+        return Err(format!(
+            "{at}: metadata.name: {name:?} must be a DNS label (lowercase letters, digits, '-')"
+        ));
+    }
+    let namespace = document
+        .metadata
+        .namespace
+        .unwrap_or_else(|| "default".into());
+    if !is_dns_label(&namespace) {
+        return Err(format!(
+            "{at}: metadata.namespace: {namespace:?} must be a DNS label"
+        ));
+    }
+    let scope = match (kind, document.spec.scope.as_deref()) {
+        (_, None) => Scope::PerReplica,
+        (Kind::RateLimit, Some("perReplica")) => Scope::PerReplica,
+        (Kind::RateLimit, Some("workload")) => Scope::Workload,
+        (Kind::RateLimit, Some(other)) => {
+            return Err(format!(
+                "{at}: spec.scope: expected perReplica or workload, got {other:?}"
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(format!(
+                "{at}: spec.scope: only RateLimitPolicy has a scope"
+            ))
+        }
+    };
+    if !document.spec.config.is_object() {
+        return Err(format!(
+            "{at}: spec.config: expected an object (the filter's JSON configuration)"
+        ));
+    }
+    Ok(Policy {
+        kind,
+        namespace,
+        name,
+        selector: Selector {
+            match_labels: document.spec.selector.match_labels,
+            workloads: document.spec.selector.workloads,
+        },
+        scope,
+        config: document.spec.config,
+        source: source.into(),
+    })
+}
+
+fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+#[derive(Debug, Clone)]
+struct FileState {
+    content: Vec<u8>,
+    good: Vec<Policy>,
+    error: Option<String>,
+}
+
+/// The directory's files with their last good policies.
+#[derive(Debug)]
+pub struct FileSource {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileState>,
+}
+
+/// What a poll found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Poll {
+    /// The policies in force changed.
+    pub changed: bool,
+    /// Errors reported for the first time in this poll (one per refused file).
+    pub new_errors: Vec<String>,
+}
+
+impl FileSource {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the directory again; only files whose bytes changed are parsed.
+    pub fn poll(&mut self) -> Result<Poll, String> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|err| format!("cannot read policy directory {}: {err}", self.dir.display()))?;
+        let mut seen = HashSet::new();
+        let mut poll = Poll::default();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_yaml = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e == "yaml" || e == "yml");
+            if !is_yaml || !path.is_file() {
+                continue;
+            }
+            let Ok(content) = std::fs::read(&path) else {
+                continue; // removed between listing and reading: next poll
+            };
+            seen.insert(path.clone());
+            if self
+                .files
+                .get(&path)
+                .is_some_and(|state| state.content == content)
+            {
+                continue;
+            }
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let parsed = std::str::from_utf8(&content)
+                .map_err(|_| format!("{name}: not UTF-8 text"))
+                .and_then(|text| parse_file(&name, text));
+            let previous = self.files.remove(&path);
+            let state = match parsed {
+                Ok(good) => {
+                    poll.changed |= previous.as_ref().is_none_or(|p| p.good != good);
+                    FileState {
+                        content,
+                        good,
+                        error: None,
+                    }
+                }
+                Err(error) => {
+                    poll.new_errors.push(error.clone());
+                    FileState {
+                        content,
+                        good: previous.map(|p| p.good).unwrap_or_default(),
+                        error: Some(error),
+                    }
+                }
+            };
+            self.files.insert(path, state);
+        }
+        let before = self.files.len();
+        self.files.retain(|path, _| seen.contains(path));
+        poll.changed |= self.files.len() != before;
+        Ok(poll)
+    }
+
+    /// The policies in force. A policy defined twice (same kind, namespace and name)
+    /// keeps its first definition in file-name order; the duplicate is reported.
+    pub fn policies(&self) -> (Vec<Policy>, Vec<String>) {
+        let mut policies: Vec<Policy> = Vec::new();
+        let mut errors: Vec<String> = self
+            .files
+            .values()
+            .filter_map(|f| f.error.clone())
+            .collect();
+        for policy in self.files.values().flat_map(|f| f.good.iter()) {
+            let duplicate = policies.iter().find(|p| {
+                p.kind == policy.kind && p.namespace == policy.namespace && p.name == policy.name
+            });
+            match duplicate {
+                Some(first) => errors.push(format!(
+                    "{}: {} {}/{} is already defined in {}; ignored",
+                    policy.source,
+                    policy.kind.document_kind(),
+                    policy.namespace,
+                    policy.name,
+                    first.source
+                )),
+                None => policies.push(policy.clone()),
+            }
+        }
+        (policies, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: meshward.io/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: orders-limit, namespace: shop}
+spec:
+  selector: {matchLabels: {app: orders}}
+  scope: workload
+  config:
+    rules:
+      - {name: per-client, limit: {algorithm: tokenBucket, requests: 10, per: 1s}}
+---
+apiVersion: meshward.io/v1alpha1
+kind: AuthPolicy
+metadata: {name: orders-auth}
+spec:
+  config: {providers: []}
+"#;
+
+    #[test]
+    fn parses_multi_document_files() {
+        let policies = parse_file("p.yaml", GOOD).unwrap();
+        assert_eq!(policies.len(), 2);
+        assert_eq!(policies[0].kind, Kind::RateLimit);
+        assert_eq!(policies[0].scope, Scope::Workload);
+        assert_eq!(policies[0].selector.match_labels["app"], "orders");
+        assert_eq!(policies[0].config["rules"][0]["limit"]["requests"], 10);
+        assert_eq!(policies[1].namespace, "default");
+        assert_eq!(policies[1].source, "p.yaml#2");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let bad = GOOD.replace("scope: workload", "scope: workload\n  colour: blue");
+        let err = parse_file("p.yaml", &bad).unwrap_err();
+        assert!(err.starts_with("p.yaml:"), "{err}");
+        assert!(err.contains("spec:") || err.contains("colour"), "{err}");
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        let line = err.split(':').nth(1).unwrap();
+        assert_eq!(line, "8", "{err}");
+
+        let err = parse_file("q.yaml", &GOOD.replace("RateLimitPolicy", "RatePolicy")).unwrap_err();
+        assert!(
+            err.starts_with("q.yaml (document 1): kind: \"RatePolicy\" is not one of"),
+            "{err}"
+        );
+        let err =
+            parse_file("q.yaml", &GOOD.replace("scope: workload", "scope: global")).unwrap_err();
+        assert!(
+            err.contains("spec.scope: expected perReplica or workload"),
+            "{err}"
+        );
+        let err = parse_file("q.yaml", "apiVersion: [").unwrap_err();
+        assert!(err.starts_with("q.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_edit_keeps_the_last_good_file_and_deletion_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("limits.yaml");
+        std::fs::write(&file, GOOD).unwrap();
+        let mut source = FileSource::new(dir.path());
+        let poll = source.poll().unwrap();
+        assert!(poll.changed);
+        assert_eq!(source.policies().0.len(), 2);
+        assert!(
+            !source.poll().unwrap().changed,
+            "unchanged bytes: nothing to do"
+        );
+
+        // An envelope error (the filter's own config is validated by the filter).
+        std::fs::write(
+            &file,
+            GOOD.replace("requests: 10", "requests: 99")
+                .replace("scope: workload", "scope: sometimes"),
+        )
+        .unwrap();
+        let poll = source.poll().unwrap();
+        assert!(!poll.changed);
+        assert_eq!(poll.new_errors.len(), 1, "{:?}", poll.new_errors);
+        let (policies, errors) = source.policies();
+        assert_eq!(policies[0].config["rules"][0]["limit"]["requests"], 10);
+        assert_eq!(errors.len(), 1);
+
+        std::fs::write(&file, GOOD.replace("requests: 10", "requests: 20")).unwrap();
+        assert!(source.poll().unwrap().changed);
+        assert_eq!(
+            source.policies().0[0].config["rules"][0]["limit"]["requests"],
+            20
+        );
+        assert!(source.policies().1.is_empty());
+
+        std::fs::write(dir.path().join("copy.yml"), GOOD).unwrap();
+        source.poll().unwrap();
+        let (policies, errors) = source.policies();
+        assert_eq!(policies.len(), 2);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("already defined in"), "{errors:?}");
+
+        std::fs::remove_file(&file).unwrap();
+        std::fs::remove_file(dir.path().join("copy.yml")).unwrap();
+        assert!(source.poll().unwrap().changed);
+        assert!(source.policies().0.is_empty());
+    }
+}

@@ -1,0 +1,6 @@
+//! Policies: the model ([`model`]), how they become filter configurations
+//! ([`compile`]), and the file source ([`file_source`]).
+
+pub mod compile;
+pub mod file_source;
+pub mod model;

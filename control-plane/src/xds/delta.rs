@@ -1,0 +1,207 @@
+//! Incremental (Delta) xDS streams (ADS `DeltaAggregatedResources` and ECDS
+//! `DeltaExtensionConfigs`).
+//!
+//! Per type URL the stream tracks the subscribed names and the version the proxy has of
+//! each (`initial_resource_versions` on the first request seeds it). Only resources
+//! whose version changed are sent; a subscribed resource that stops existing is listed
+//! in `removed_resources`; a NACKed (name, version) is never sent again; ACKs are
+//! recorded and not answered.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Status, Streaming};
+
+use super::next_nonce;
+use super::resources::TYPED_EXTENSION_CONFIG;
+use super::world::{node_info, NodeInfo, World};
+
+struct Pending {
+    nonce: String,
+    at: Instant,
+    resources: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct TypeState {
+    subscribed: BTreeSet<String>,
+    /// What the proxy has: name → version.
+    known: HashMap<String, String>,
+    pending: Vec<Pending>,
+    rejected: HashSet<(String, String)>,
+}
+
+pub type ResponseStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+pub fn serve(world: Arc<World>, requests: Streaming<DeltaDiscoveryRequest>) -> ResponseStream {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(run(world, requests, tx));
+    ReceiverStream::new(rx)
+}
+
+async fn run(
+    world: Arc<World>,
+    mut requests: impl tokio_stream::Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) {
+    let mut changes = world.subscribe();
+    let mut node: Option<NodeInfo> = None;
+    let mut types: BTreeMap<String, TypeState> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            request = requests.next() => {
+                let Some(Ok(request)) = request else { break };
+                if node.is_none() {
+                    let Some(first) = request.node.as_ref() else {
+                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
+                        break;
+                    };
+                    let info = node_info(first);
+                    world.connect(&info);
+                    node = Some(info);
+                }
+                let Some(node) = node.as_ref() else { break };
+                if request.type_url != TYPED_EXTENSION_CONFIG {
+                    continue;
+                }
+                let state = types.entry(request.type_url.clone()).or_default();
+                handle_request(&world, node, state, &request);
+                if !send_changes(&world, node, &request.type_url, state, &tx).await {
+                    break;
+                }
+            }
+            changed = changes.changed() => {
+                if changed.is_err() || world.is_closing() { break }
+                let Some(node) = node.as_ref() else { continue };
+                let mut open = true;
+                for (type_url, state) in &mut types {
+                    open &= send_changes(&world, node, type_url, state, &tx).await;
+                }
+                if !open { break }
+            }
+        }
+    }
+    if let Some(node) = node {
+        world.disconnect(&node);
+    }
+}
+
+fn handle_request(
+    world: &World,
+    node: &NodeInfo,
+    state: &mut TypeState,
+    request: &DeltaDiscoveryRequest,
+) {
+    for (name, version) in &request.initial_resource_versions {
+        state.known.insert(name.clone(), version.clone());
+    }
+    if !request.response_nonce.is_empty() {
+        if let Some(at) = state
+            .pending
+            .iter()
+            .position(|p| p.nonce == request.response_nonce)
+        {
+            let pending = state.pending.remove(at);
+            match &request.error_detail {
+                Some(error) => {
+                    for (name, version) in &pending.resources {
+                        state.rejected.insert((name.clone(), version.clone()));
+                        // The proxy kept its previous version, which we do not know.
+                        state.known.remove(name);
+                    }
+                    world.on_nack(node, &pending.resources, &error.message);
+                }
+                None => world.on_ack(
+                    node,
+                    &pending.resources,
+                    Some(pending.at.elapsed().as_secs_f64()),
+                ),
+            }
+        }
+    }
+    state
+        .subscribed
+        .extend(request.resource_names_subscribe.iter().cloned());
+    for name in &request.resource_names_unsubscribe {
+        state.subscribed.remove(name);
+        state.known.remove(name);
+    }
+}
+
+async fn send_changes(
+    world: &World,
+    node: &NodeInfo,
+    type_url: &str,
+    state: &mut TypeState,
+    tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) -> bool {
+    let mut resources = Vec::new();
+    let mut removed = Vec::new();
+    for name in &state.subscribed {
+        match world.resource(name, node) {
+            Some(built) => {
+                let current = state.known.get(name) == Some(&built.version);
+                let rejected = state
+                    .rejected
+                    .contains(&(name.clone(), built.version.clone()));
+                if !current && !rejected {
+                    resources.push(built);
+                }
+            }
+            None if state.known.contains_key(name) => removed.push(name.clone()),
+            None => {}
+        }
+    }
+    if resources.is_empty() && removed.is_empty() {
+        return true;
+    }
+    for name in &removed {
+        state.known.remove(name);
+    }
+    let sent: Vec<(String, String)> = resources
+        .iter()
+        .map(|b| (b.name.clone(), b.version.clone()))
+        .collect();
+    for (name, version) in &sent {
+        state.known.insert(name.clone(), version.clone());
+    }
+    let nonce = next_nonce();
+    let response = DeltaDiscoveryResponse {
+        system_version_info: sent
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        resources: resources
+            .into_iter()
+            .map(|b| Resource {
+                name: b.name,
+                version: b.version,
+                resource: Some(b.any),
+                ..Default::default()
+            })
+            .collect(),
+        type_url: type_url.into(),
+        removed_resources: removed,
+        nonce: nonce.clone(),
+        ..Default::default()
+    };
+    world.on_push(node, &sent);
+    state.pending.push(Pending {
+        nonce,
+        at: Instant::now(),
+        resources: sent,
+    });
+    // A proxy that never answers must not grow this without bound.
+    if state.pending.len() > 32 {
+        state.pending.remove(0);
+    }
+    tx.send(Ok(response)).await.is_ok()
+}

@@ -1,0 +1,16 @@
+//! The xDS server: shared state ([`world`]), ECDS resources ([`resources`]), the SotW
+//! and Delta stream protocols ([`sotw`], [`delta`]) and the gRPC services ([`service`]).
+
+pub mod delta;
+pub mod resources;
+pub mod service;
+pub mod sotw;
+pub mod world;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A nonce no other response of this process carried.
+pub fn next_nonce() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("n{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}

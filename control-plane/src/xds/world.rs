@@ -1,0 +1,375 @@
+//! What every xDS stream shares: the policies in force, the connected proxies per
+//! workload (replica counts for `scope: workload`), a generation number that moves on
+//! every change (streams watch it and recompute), and the status the HTTP endpoint
+//! reports (pushed/ACKed versions, NACK messages).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::value::Kind as ValueKind;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::metrics::{Metrics, WorkloadLabels};
+use crate::policy::compile::{filter_config, Replica};
+use crate::policy::model::{Kind, Policy, Workload};
+use crate::xds::resources::{build, Built, ModuleSource};
+
+/// A proxy as identified by its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub workload: Workload,
+}
+
+/// Workload identity from the node: Istio's metadata (`NAMESPACE`, `WORKLOAD_NAME`,
+/// `LABELS`), which plain Envoy bootstraps set the same way (examples/); without it,
+/// the workload is the node's `cluster` (or id) in namespace `default`.
+pub fn node_info(node: &Node) -> NodeInfo {
+    let fields = node.metadata.as_ref().map(|m| &m.fields);
+    let text = |key: &str| {
+        fields.and_then(|f| f.get(key)).and_then(|v| match &v.kind {
+            Some(ValueKind::StringValue(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        })
+    };
+    let labels = fields
+        .and_then(|f| f.get("LABELS"))
+        .and_then(|v| match &v.kind {
+            Some(ValueKind::StructValue(s)) => Some(
+                s.fields
+                    .iter()
+                    .filter_map(|(k, v)| match &v.kind {
+                        Some(ValueKind::StringValue(s)) => Some((k.clone(), s.clone())),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let fallback = if node.cluster.is_empty() {
+        node.id.clone()
+    } else {
+        node.cluster.clone()
+    };
+    NodeInfo {
+        id: node.id.clone(),
+        workload: Workload {
+            namespace: text("NAMESPACE").unwrap_or_else(|| "default".into()),
+            name: text("WORKLOAD_NAME").unwrap_or(fallback),
+            labels,
+        },
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResourceStatus {
+    pub pushed_version: Option<String>,
+    pub acked_version: Option<String>,
+    pub nack: Option<Nack>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Nack {
+    pub version: String,
+    pub message: String,
+    pub at_unix: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyStatus {
+    pub namespace: String,
+    pub workload: String,
+    pub streams: usize,
+    pub connected_at_unix: u64,
+    pub resources: BTreeMap<String, ResourceStatus>,
+}
+
+pub struct World {
+    policies: RwLock<Arc<Vec<Policy>>>,
+    policy_errors: RwLock<Vec<String>>,
+    /// workload key → node id → open streams.
+    replicas: Mutex<BTreeMap<String, BTreeMap<String, usize>>>,
+    generation: watch::Sender<u64>,
+    modules: ModuleSource,
+    proxies: Mutex<BTreeMap<String, ProxyStatus>>,
+    pub metrics: Metrics,
+    pub started: Instant,
+    closing: std::sync::atomic::AtomicBool,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl World {
+    pub fn new(modules: ModuleSource) -> Arc<Self> {
+        Arc::new(Self {
+            policies: RwLock::new(Arc::new(Vec::new())),
+            policy_errors: RwLock::new(Vec::new()),
+            replicas: Mutex::new(BTreeMap::new()),
+            generation: watch::channel(0).0,
+            modules,
+            proxies: Mutex::new(BTreeMap::new()),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Shutting down: every stream ends at its next wake-up (now).
+    pub fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.bump();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn set_policies(&self, policies: Vec<Policy>, errors: Vec<String>) {
+        self.metrics
+            .policies
+            .set(i64::try_from(policies.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .policy_errors
+            .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+        *self
+            .policies
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
+        *self
+            .policy_errors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = errors;
+        self.bump();
+    }
+
+    pub fn set_policy_errors(&self, errors: Vec<String>) {
+        self.metrics
+            .policy_errors
+            .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+        *self
+            .policy_errors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = errors;
+    }
+
+    pub fn policy_errors(&self) -> Vec<String> {
+        self.policy_errors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn policies(&self) -> Arc<Vec<Policy>> {
+        self.policies
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A stream for `node` opened; replicas are re-counted and everyone recomputes.
+    pub fn connect(&self, node: &NodeInfo) {
+        let key = node.workload.key();
+        {
+            let mut replicas = lock(&self.replicas);
+            *replicas
+                .entry(key)
+                .or_default()
+                .entry(node.id.clone())
+                .or_default() += 1;
+        }
+        {
+            let mut proxies = lock(&self.proxies);
+            let status = proxies
+                .entry(node.id.clone())
+                .or_insert_with(|| ProxyStatus {
+                    namespace: node.workload.namespace.clone(),
+                    workload: node.workload.name.clone(),
+                    streams: 0,
+                    connected_at_unix: unix_now(),
+                    resources: BTreeMap::new(),
+                });
+            status.streams += 1;
+        }
+        self.gauge(node, 1);
+        self.bump();
+    }
+
+    pub fn disconnect(&self, node: &NodeInfo) {
+        let key = node.workload.key();
+        let mut last_stream = false;
+        {
+            let mut replicas = lock(&self.replicas);
+            if let Some(nodes) = replicas.get_mut(&key) {
+                if let Some(count) = nodes.get_mut(&node.id) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        nodes.remove(&node.id);
+                        last_stream = true;
+                    }
+                }
+                if nodes.is_empty() {
+                    replicas.remove(&key);
+                }
+            }
+        }
+        {
+            let mut proxies = lock(&self.proxies);
+            if last_stream {
+                proxies.remove(&node.id);
+            } else if let Some(status) = proxies.get_mut(&node.id) {
+                status.streams = status.streams.saturating_sub(1);
+            }
+        }
+        if last_stream {
+            self.gauge(node, -1);
+        }
+        self.bump();
+    }
+
+    fn gauge(&self, node: &NodeInfo, delta: i64) {
+        let labels = WorkloadLabels {
+            namespace: node.workload.namespace.clone(),
+            workload: node.workload.name.clone(),
+        };
+        let gauge = self.metrics.connected_proxies.get_or_create(&labels);
+        // Only the first stream of a node counts it.
+        if delta > 0 {
+            let streams = lock(&self.replicas)
+                .get(&node.workload.key())
+                .and_then(|n| n.get(&node.id).copied())
+                .unwrap_or(0);
+            if streams == 1 {
+                gauge.inc();
+            }
+        } else {
+            gauge.dec();
+        }
+    }
+
+    /// This node's position among its workload's connected replicas.
+    pub fn replica(&self, node: &NodeInfo) -> Replica {
+        let replicas = lock(&self.replicas);
+        let nodes = replicas.get(&node.workload.key());
+        let count = nodes.map_or(1, |n| n.len().max(1));
+        let index = nodes
+            .and_then(|n| n.keys().position(|id| id == &node.id))
+            .unwrap_or(0);
+        Replica { index, count }
+    }
+
+    /// The resource `name` for `node`, or `None` when no such resource exists.
+    pub fn resource(&self, name: &str, node: &NodeInfo) -> Option<Built> {
+        let kind = Kind::from_resource_name(name)?;
+        let config = filter_config(&self.policies(), kind, &node.workload, self.replica(node));
+        Some(build(kind, &config.to_string(), &self.modules))
+    }
+
+    pub fn on_push(&self, node: &NodeInfo, resources: &[(String, String)]) {
+        self.metrics.pushes.inc();
+        let mut proxies = lock(&self.proxies);
+        if let Some(status) = proxies.get_mut(&node.id) {
+            for (name, version) in resources {
+                status
+                    .resources
+                    .entry(name.clone())
+                    .or_default()
+                    .pushed_version = Some(version.clone());
+            }
+        }
+    }
+
+    pub fn on_ack(
+        &self,
+        node: &NodeInfo,
+        resources: &[(String, String)],
+        latency_secs: Option<f64>,
+    ) {
+        self.metrics.acks.inc();
+        if let Some(latency) = latency_secs {
+            self.metrics.push_to_ack.observe(latency);
+        }
+        let mut proxies = lock(&self.proxies);
+        if let Some(status) = proxies.get_mut(&node.id) {
+            for (name, version) in resources {
+                let entry = status.resources.entry(name.clone()).or_default();
+                entry.acked_version = Some(version.clone());
+                entry.nack = None;
+            }
+        }
+    }
+
+    pub fn on_nack(&self, node: &NodeInfo, resources: &[(String, String)], message: &str) {
+        self.metrics.nacks.inc();
+        eprintln!(
+            "meshward-control-plane: proxy {} ({}) rejected {}: {message}",
+            node.id,
+            node.workload.key(),
+            resources
+                .iter()
+                .map(|(n, v)| format!("{n}@{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut proxies = lock(&self.proxies);
+        if let Some(status) = proxies.get_mut(&node.id) {
+            for (name, version) in resources {
+                status.resources.entry(name.clone()).or_default().nack = Some(Nack {
+                    version: version.clone(),
+                    message: message.into(),
+                    at_unix: unix_now(),
+                });
+            }
+        }
+    }
+
+    /// The status document served at `/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let proxies = lock(&self.proxies).clone();
+        let replicas: BTreeMap<String, usize> = lock(&self.replicas)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect();
+        let policies: Vec<serde_json::Value> = self
+            .policies()
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "kind": p.kind.document_kind(),
+                    "namespace": p.namespace,
+                    "name": p.name,
+                    "source": p.source,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "uptimeSeconds": self.started.elapsed().as_secs(),
+            "policies": policies,
+            "policyErrors": self.policy_errors(),
+            "workloads": replicas,
+            "proxies": proxies,
+        })
+    }
+}
