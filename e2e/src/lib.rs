@@ -6,6 +6,7 @@
 pub mod apps;
 pub mod bootstrap;
 pub mod client;
+pub mod control_plane;
 pub mod demo;
 pub mod envoy;
 pub mod jwks_server;

@@ -57,13 +57,14 @@ pub fn parse_file(file: &str, text: &str) -> Result<Vec<Policy>, String> {
                 .location()
                 .map(|l| format!(":{}:{}", l.line(), l.column()))
                 .unwrap_or_default();
-            let path = err.path().to_string();
-            let field = if path == "." {
-                String::new()
-            } else {
-                format!(" {path}:")
-            };
-            format!("{file}{location}:{field} {}", err.inner())
+            // serde_yaml's message already names the field path and ends with the
+            // position, which the prefix gives in `file:line:column` form.
+            let message = err.inner().to_string();
+            let message = message
+                .rfind(" at line ")
+                .map_or(message.as_str(), |at| &message[..at])
+                .to_owned();
+            format!("{file}{location}: {message}")
         })?;
         let at = format!("{file} (document {})", index + 1);
         policies.push(to_policy(parsed, &at, &format!("{file}#{}", index + 1))?);

@@ -1,0 +1,153 @@
+//! The Meshward control plane inside a test: started in-process on 127.0.0.1 with
+//! kernel-chosen ports, stopped (closing every xDS stream, as a crash would) and
+//! restarted on the same ports; plus the Envoy bootstrap that takes its filters from it
+//! over ADS/ECDS.
+
+use std::path::Path;
+use std::time::Duration;
+
+use meshward_control_plane::server::{start, ModuleMode, Options, Running};
+use serde_json::{json, Value};
+
+use crate::paths::wasm_dir;
+use crate::Bootstrap;
+
+pub struct ControlPlane {
+    runtime: tokio::runtime::Runtime,
+    running: Option<Running>,
+    options: Options,
+    xds_port: u16,
+    http_port: u16,
+}
+
+impl ControlPlane {
+    /// Serves the policies in `policy_dir` (polled every 100 ms); modules are local
+    /// files in `target/meshward-wasm/`.
+    pub fn start(policy_dir: &Path) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let options = Options {
+            policy_dir: policy_dir.to_path_buf(),
+            xds_addr: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+            http_addr: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+            wasm_dir: None,
+            modules: ModuleMode::Local {
+                dir: wasm_dir().to_string_lossy().into_owned(),
+            },
+            poll_interval: Duration::from_millis(100),
+        };
+        let running = runtime.block_on(start(options.clone()))?;
+        let (xds_port, http_port) = (running.xds_addr.port(), running.http_addr.port());
+        Ok(Self {
+            runtime,
+            running: Some(running),
+            options,
+            xds_port,
+            http_port,
+        })
+    }
+
+    pub fn xds_port(&self) -> u16 {
+        self.xds_port
+    }
+
+    pub fn http_port(&self) -> u16 {
+        self.http_port
+    }
+
+    /// Stops serving: every stream is closed and the ports stop accepting.
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            self.runtime.block_on(running.stop());
+        }
+    }
+
+    /// Starts again on the same ports.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        let mut options = self.options.clone();
+        options.xds_addr = format!("127.0.0.1:{}", self.xds_port)
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        options.http_addr = format!("127.0.0.1:{}", self.http_port)
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        self.running = Some(self.runtime.block_on(start(options))?);
+        Ok(())
+    }
+
+    /// The `/status` document (empty object while stopped).
+    pub fn status(&self) -> Value {
+        self.running
+            .as_ref()
+            .map_or_else(|| json!({}), |r| r.world.status())
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An Envoy bootstrap identifying itself as `node_id`, a replica of `namespace/workload`
+/// with `labels`, whose first listener's Meshward filters (`meshward.ratelimit`, ...)
+/// are configured by the control plane at `xds_port` over ADS (ECDS resources).
+pub fn ecds_bootstrap(
+    base: &Bootstrap,
+    xds_port: u16,
+    node_id: &str,
+    namespace: &str,
+    workload: &str,
+    labels: &[(&str, &str)],
+    filters: &[&str],
+) -> Value {
+    let mut base = base.clone();
+    for filter in filters {
+        base = base.http_filter(json!({
+            "name": filter,
+            "config_discovery": {
+                "config_source": {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "20s"},
+                "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"]
+            }
+        }));
+    }
+    let mut config = base.to_json();
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    config["node"] = json!({
+        "id": node_id,
+        "cluster": workload,
+        "metadata": {"NAMESPACE": namespace, "WORKLOAD_NAME": workload, "LABELS": labels}
+    });
+    config["dynamic_resources"] = json!({
+        "ads_config": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "grpc_services": [{"envoy_grpc": {"cluster_name": "meshward_control_plane"}}],
+            "set_node_on_first_message_only": true
+        }
+    });
+    if let Some(clusters) = config["static_resources"]["clusters"].as_array_mut() {
+        clusters.push(json!({
+            "name": "meshward_control_plane",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}
+                }
+            },
+            "load_assignment": {"cluster_name": "meshward_control_plane", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": xds_port}}
+            }}]}]}
+        }));
+    }
+    config
+}
