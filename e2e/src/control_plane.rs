@@ -24,6 +24,11 @@ impl ControlPlane {
     /// Serves the policies in `policy_dir` (polled every 100 ms); modules are local
     /// files in `target/meshward-wasm/`.
     pub fn start(policy_dir: &Path) -> Result<Self, String> {
+        Self::start_on(policy_dir, 0, 0)
+    }
+
+    /// Like [`ControlPlane::start`], on fixed ports (0: any).
+    pub fn start_on(policy_dir: &Path, xds_port: u16, http_port: u16) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -31,8 +36,8 @@ impl ControlPlane {
             .map_err(|e| e.to_string())?;
         let options = Options {
             policy_dir: policy_dir.to_path_buf(),
-            xds_addr: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
-            http_addr: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+            xds_addr: ([127, 0, 0, 1], xds_port).into(),
+            http_addr: ([127, 0, 0, 1], http_port).into(),
             wasm_dir: None,
             modules: ModuleMode::Local {
                 dir: wasm_dir().to_string_lossy().into_owned(),

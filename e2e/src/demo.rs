@@ -1,7 +1,13 @@
 //! What `cargo xtask demo` runs and prints, kept here so the e2e suite checks the very
 //! same config file and the requests behind the printed curl lines.
 
+/// The static-configuration example (filters carry their JSON).
 pub const CONFIG: &str = "examples/envoy/ratelimit-demo.yaml";
+/// What the demo runs: Envoy taking its filter configs from the control plane.
+pub const CONTROL_PLANE_CONFIG: &str = "examples/envoy/control-plane-demo.yaml";
+pub const POLICY_DIR: &str = "examples/policies";
+pub const XDS_PORT: u16 = 18000;
+pub const CONTROL_PLANE_HTTP_PORT: u16 = 18001;
 pub const LISTENER_PORT: u16 = 10000;
 pub const ADMIN_PORT: u16 = 9901;
 pub const UPSTREAM_PORT: u16 = 18080;
@@ -74,6 +80,27 @@ pub fn config_for_test(upstream_port: u16) -> Result<String, String> {
             return Err(format!(
                 "{CONFIG} no longer contains {from:?}; update e2e/src/demo.rs"
             ));
+        }
+        text = text.replace(&from, &to);
+    }
+    Ok(text)
+}
+
+/// The control-plane demo bootstrap with its fixed ports replaced, for tests.
+pub fn control_plane_config_for_test(upstream_port: u16, xds_port: u16) -> Result<String, String> {
+    let path = crate::paths::workspace_root().join(CONTROL_PLANE_CONFIG);
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let replacements = [
+        (format!("port_value: {ADMIN_PORT}"), "port_value: 0".to_string()),
+        (format!("port_value: {LISTENER_PORT}"), "port_value: 0".to_string()),
+        (format!("port_value: {UPSTREAM_PORT}"), format!("port_value: {upstream_port}")),
+        (format!("port_value: {XDS_PORT}"), format!("port_value: {xds_port}")),
+    ];
+    let mut text = text;
+    for (from, to) in replacements {
+        if !text.contains(&from) {
+            return Err(format!("{CONTROL_PLANE_CONFIG} no longer contains {from:?}"));
         }
         text = text.replace(&from, &to);
     }

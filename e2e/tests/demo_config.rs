@@ -134,3 +134,62 @@ fn the_printed_curl_lines_show_200s_turning_into_429s() {
     assert_eq!(value("meshward_idempotency_replays{}"), Some(1.0));
     assert_eq!(upstream.hits(), 5 + 3 + 2 + 1 + 4 + 1);
 }
+
+/// What `cargo xtask demo` runs now: the control plane serving examples/policies/ and
+/// Envoy from examples/envoy/control-plane-demo.yaml. The same requests behave the same
+/// way, and editing a policy file (in a copy) changes the behaviour live.
+#[test]
+fn the_control_plane_demo_serves_the_example_policies_and_takes_edits_live() {
+    let policies = tempfile::tempdir().unwrap();
+    let source = meshward_e2e::paths::workspace_root().join(demo::POLICY_DIR);
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, policies.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let control = meshward_e2e::control_plane::ControlPlane::start(policies.path()).unwrap();
+    let upstream = RecordingUpstream::start().unwrap();
+    let envoy = Envoy::start_yaml(
+        &demo::control_plane_config_for_test(upstream.port(), control.xds_port()).unwrap(),
+        &EnvoyOptions::default(),
+    )
+    .unwrap();
+    let port = envoy.port();
+    let get = |request: Request| request.send(port).unwrap();
+
+    let statuses: Vec<u16> = (0..7).map(|_| get(Request::get("/hello")).status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+    let traced = get(
+        Request::get("/api/trace")
+            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    assert!(traced.header("traceresponse").is_some(), "{:?}", traced.headers);
+    let order = || {
+        Request::post("/orders", br#"{"qty":1}"#).header("idempotency-key", "\"order-1\"")
+    };
+    assert_eq!(get(order()).status, 200);
+    assert_eq!(get(order()).header("idempotent-replayed"), Some("true"));
+    assert_eq!(get(Request::post("/orders", b"{}")).status, 400);
+
+    // Live edit: /hello's burst 5 → 2, for a client the bucket has not seen.
+    let file = policies.path().join("ratelimit.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("burst: 5"));
+    std::fs::write(&file, text.replace("burst: 5", "burst: 2")).unwrap();
+    let started = std::time::Instant::now();
+    for client in 10u8.. {
+        // A client address the bucket has never seen, every probe.
+        let ip = format!("127.0.0.{client}");
+        let statuses: Vec<u16> = (0..3)
+            .map(|_| get(Request::get("/hello").from_ip(&ip)).status)
+            .collect();
+        if statuses == [200, 200, 429] {
+            break;
+        }
+        assert_eq!(statuses, [200, 200, 200], "old or new limit, nothing else");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15) && client < 250,
+            "the edit was not applied: {statuses:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,6 +1,8 @@
-//! `cargo xtask demo`: builds the filters, starts the echo upstream and a real Envoy
-//! with examples/envoy/ratelimit-demo.yaml, prints curl lines to try, and stops
-//! everything on Ctrl-C.
+//! `cargo xtask demo`: builds the filters, starts the control plane on
+//! examples/policies/, the echo upstream and a real Envoy bootstrapped from
+//! examples/envoy/control-plane-demo.yaml (its filters configured over ECDS), prints curl
+//! lines to try, and stops everything on Ctrl-C. Editing a policy file while it runs
+//! changes the behaviour live.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -12,8 +14,10 @@ use std::time::{Duration, Instant};
 use crate::run::root;
 use crate::{build_wasm, setup};
 
+use meshward_e2e::control_plane::ControlPlane;
 use meshward_e2e::demo::{
-    ADMIN_PORT as ADMIN, CONFIG, CURL_LINES, LISTENER_PORT as LISTENER, UPSTREAM_PORT,
+    ADMIN_PORT as ADMIN, CONTROL_PLANE_CONFIG as CONFIG, CONTROL_PLANE_HTTP_PORT, CURL_LINES,
+    LISTENER_PORT as LISTENER, POLICY_DIR, UPSTREAM_PORT, XDS_PORT,
 };
 
 fn ensure_free(port: u16) -> Result<(), String> {
@@ -27,6 +31,12 @@ pub fn run() -> Result<(), String> {
     build_wasm::run()?;
     ensure_free(LISTENER)?;
     ensure_free(ADMIN)?;
+    ensure_free(XDS_PORT)?;
+    ensure_free(CONTROL_PLANE_HTTP_PORT)?;
+    let control = ControlPlane::start_on(&root().join(POLICY_DIR), XDS_PORT, CONTROL_PLANE_HTTP_PORT)?;
+    println!(
+        "\ncontrol plane serving {POLICY_DIR}/: xDS on 127.0.0.1:{XDS_PORT}, status on http://127.0.0.1:{CONTROL_PLANE_HTTP_PORT}/status"
+    );
     let upstream = meshward_e2e::RecordingUpstream::start_on(&format!("127.0.0.1:{UPSTREAM_PORT}"))
         .map_err(|e| format!("{e}; is port {UPSTREAM_PORT} busy (another demo?)"))?;
     println!("\necho upstream listening on 127.0.0.1:{UPSTREAM_PORT}");
@@ -91,6 +101,11 @@ pub fn run() -> Result<(), String> {
 
     println!("\nMeshward demo is up: Envoy on 127.0.0.1:{LISTENER}, admin on 127.0.0.1:{ADMIN}.");
     println!("Paste these into another terminal:\n{CURL_LINES}");
+    println!(
+        "# 8. Live policy edit: change `burst: 5` to `burst: 2` in {POLICY_DIR}/ratelimit.yaml, save,\n\
+         #    then repeat line 1 from a fresh client (curl --interface 127.0.0.2 ...): 2 × 200, then 429.\n\
+         #    What each proxy acknowledged: curl -s http://127.0.0.1:{CONTROL_PLANE_HTTP_PORT}/status\n"
+    );
     println!("Press Ctrl-C to stop.");
     while !stop.load(Ordering::SeqCst) {
         if let Ok(Some(status)) = envoy.try_wait() {
@@ -102,9 +117,10 @@ pub fn run() -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!("\nstopping Envoy and the echo upstream...");
+    println!("\nstopping Envoy, the control plane and the echo upstream...");
     let _ = envoy.kill();
     let _ = envoy.wait();
+    drop(control);
     println!("echo upstream served {} request(s)", upstream.hits());
     drop(upstream);
     println!("stopped.");

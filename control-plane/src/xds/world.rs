@@ -66,6 +66,7 @@ pub fn node_info(node: &Node) -> NodeInfo {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ResourceStatus {
     pub pushed_version: Option<String>,
     pub acked_version: Option<String>,
@@ -73,6 +74,7 @@ pub struct ResourceStatus {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Nack {
     pub version: String,
     pub message: String,
@@ -80,6 +82,7 @@ pub struct Nack {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ProxyStatus {
     pub namespace: String,
     pub workload: String,
