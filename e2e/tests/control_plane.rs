@@ -156,6 +156,7 @@ fn policy_edits_are_enforced_live_and_bad_ones_never_are() {
     );
     let status = control.status();
     let limits = proxy_resource(&status, "orders-1", "meshward.ratelimit");
+    assert!(limits["ackedVersion"].is_string(), "{status:#}");
     assert_eq!(
         limits["ackedVersion"], limits["pushedVersion"],
         "{status:#}"

@@ -113,8 +113,11 @@ fn handle_request(
                 Some(error) => {
                     for (name, version) in &pending.resources {
                         state.rejected.insert((name.clone(), version.clone()));
-                        // The proxy kept its previous version, which we do not know.
-                        state.known.remove(name);
+                        // The proxy kept its previous version, which we do not know
+                        // — unless a newer version is already on its way.
+                        if state.known.get(name) == Some(version) {
+                            state.known.remove(name);
+                        }
                     }
                     world.on_nack(node, &pending.resources, &error.message);
                 }

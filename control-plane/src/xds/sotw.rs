@@ -2,12 +2,13 @@
 //! `StreamExtensionConfigs`): one task per stream.
 //!
 //! Protocol, per type URL: the node is read from the first request; every response has
-//! a fresh nonce; a request echoing the last nonce is an ACK (recorded, not answered)
-//! or, when it carries `error_detail`, a NACK (message recorded, that version never
-//! sent again); a request with an older nonce is stale and ignored; the newest
-//! request's `resource_names` is the subscription; a response goes out only when the
-//! version (a hash of the content) differs from what the proxy has; resources named
-//! before they exist are sent when they appear.
+//! a fresh nonce; a request echoing the last nonce is an ACK when it also echoes that
+//! response's version (recorded, not answered) or, when it carries `error_detail`, a
+//! NACK (message recorded, that version never sent again); a request with an older
+//! nonce is stale and ignored; the newest request's `resource_names` is the
+//! subscription; a response goes out only when the version (a hash of the content)
+//! differs from what the proxy has; resources named before they exist are sent when
+//! they appear.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -117,7 +118,10 @@ fn handle_request(
                 state.rejected.insert(sent.version.clone());
                 world.on_nack(node, &sent.resources, &error.message);
             }
-            None if !sent.acked => {
+            // An ACK echoes the version it applied. Envoy clears `error_detail` once a
+            // NACK is sent, so its next request (a subscription change) carries the
+            // rejected nonce with its previous version: not an ACK.
+            None if !sent.acked && request.version_info == sent.version => {
                 sent.acked = true;
                 world.on_ack(node, &sent.resources, Some(sent.at.elapsed().as_secs_f64()));
             }
