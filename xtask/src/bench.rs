@@ -33,7 +33,7 @@ struct Scenario {
 
 fn parse_args(args: &[String]) -> Result<(String, u64, usize), String> {
     let usage =
-        "usage: cargo xtask bench <ratelimit|trace-inject|idempotency|authz> [--seconds N] [--rounds N]";
+        "usage: cargo xtask bench <ratelimit|trace-inject|idempotency|authz> [--seconds N] [--rounds N]\n       cargo xtask bench control-plane [--clients N] [--rounds N]";
     let mut seconds = 10;
     let mut rounds = 3;
     let mut it = args.iter();
@@ -177,6 +177,10 @@ end
 const MESHWARD_CONFIG: &str = r#"{"rules":[{"name":"bench","key":[{"type":"clientAddress"}],"limit":{"algorithm":"tokenBucket","requests":1000000000,"per":"1s","burst":1000000000}}]}"#;
 
 pub fn run(args: &[String]) -> Result<(), String> {
+    // The control plane benchmark needs no Envoy: its own load generator.
+    if let Some(("control-plane", rest)) = args.split_first().map(|(f, r)| (f.as_str(), r)) {
+        return crate::bench_control_plane::run(rest);
+    }
     let (filter, seconds, rounds) = parse_args(args)?;
     setup::ensure()?;
     setup::require_debian_tool("wrk", "wrk")?;

@@ -33,7 +33,8 @@ pub fn run() -> Result<(), String> {
     ensure_free(ADMIN)?;
     ensure_free(XDS_PORT)?;
     ensure_free(CONTROL_PLANE_HTTP_PORT)?;
-    let control = ControlPlane::start_on(&root().join(POLICY_DIR), XDS_PORT, CONTROL_PLANE_HTTP_PORT)?;
+    let control =
+        ControlPlane::start_on(&root().join(POLICY_DIR), XDS_PORT, CONTROL_PLANE_HTTP_PORT)?;
     println!(
         "\ncontrol plane serving {POLICY_DIR}/: xDS on 127.0.0.1:{XDS_PORT}, status on http://127.0.0.1:{CONTROL_PLANE_HTTP_PORT}/status"
     );

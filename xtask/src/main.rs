@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_authz;
+mod bench_control_plane;
 mod build_wasm;
 mod demo;
 mod fuzz;
@@ -25,6 +26,11 @@ cargo xtask <command>
   bench <ratelimit|trace-inject|idempotency|authz> [--seconds N] [--rounds N]
                requests/s and p50/p99 against bare Envoy (and Envoy's native filter where
                one exists) in the same run; Envoy pinned to CPU 0, wrk to CPU 1
+  bench control-plane [--clients N] [--rounds N] [--connections N] [--workloads N]
+               N simulated ADS clients (default 1000) against the control plane, both
+               release builds, control plane pinned to CPU 0 and clients to CPU 1; one
+               policy edit → time until every client has it (p50/p99/max per edit), and
+               the control plane's CPU and peak RSS; report in target/bench/control-plane.md
   fuzz <filter> [--minutes N] [--target NAME]
                run a cargo-fuzz target of filters/<filter>/fuzz (default 10 minutes)
 ";
