@@ -92,15 +92,29 @@ pub fn control_plane_config_for_test(upstream_port: u16, xds_port: u16) -> Resul
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
     let replacements = [
-        (format!("port_value: {ADMIN_PORT}"), "port_value: 0".to_string()),
-        (format!("port_value: {LISTENER_PORT}"), "port_value: 0".to_string()),
-        (format!("port_value: {UPSTREAM_PORT}"), format!("port_value: {upstream_port}")),
-        (format!("port_value: {XDS_PORT}"), format!("port_value: {xds_port}")),
+        (
+            format!("port_value: {ADMIN_PORT}"),
+            "port_value: 0".to_string(),
+        ),
+        (
+            format!("port_value: {LISTENER_PORT}"),
+            "port_value: 0".to_string(),
+        ),
+        (
+            format!("port_value: {UPSTREAM_PORT}"),
+            format!("port_value: {upstream_port}"),
+        ),
+        (
+            format!("port_value: {XDS_PORT}"),
+            format!("port_value: {xds_port}"),
+        ),
     ];
     let mut text = text;
     for (from, to) in replacements {
         if !text.contains(&from) {
-            return Err(format!("{CONTROL_PLANE_CONFIG} no longer contains {from:?}"));
+            return Err(format!(
+                "{CONTROL_PLANE_CONFIG} no longer contains {from:?}"
+            ));
         }
         text = text.replace(&from, &to);
     }

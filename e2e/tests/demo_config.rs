@@ -158,14 +158,17 @@ fn the_control_plane_demo_serves_the_example_policies_and_takes_edits_live() {
 
     let statuses: Vec<u16> = (0..7).map(|_| get(Request::get("/hello")).status).collect();
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
-    let traced = get(
-        Request::get("/api/trace")
-            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    let traced = get(Request::get("/api/trace").header(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ));
+    assert!(
+        traced.header("traceresponse").is_some(),
+        "{:?}",
+        traced.headers
     );
-    assert!(traced.header("traceresponse").is_some(), "{:?}", traced.headers);
-    let order = || {
-        Request::post("/orders", br#"{"qty":1}"#).header("idempotency-key", "\"order-1\"")
-    };
+    let order =
+        || Request::post("/orders", br#"{"qty":1}"#).header("idempotency-key", "\"order-1\"");
     assert_eq!(get(order()).status, 200);
     assert_eq!(get(order()).header("idempotent-replayed"), Some("true"));
     assert_eq!(get(Request::post("/orders", b"{}")).status, 400);
