@@ -29,6 +29,31 @@ impl ControlPlane {
 
     /// Like [`ControlPlane::start`], on fixed ports (0: any).
     pub fn start_on(policy_dir: &Path, xds_port: u16, http_port: u16) -> Result<Self, String> {
+        let modules = ModuleMode::Local {
+            dir: wasm_dir().to_string_lossy().into_owned(),
+        };
+        Self::start_with(policy_dir, xds_port, http_port, modules, None)
+    }
+
+    /// Envoy fetches the modules from this control plane's HTTP port through its cluster
+    /// `cluster` (a `remote` data source with the sha256), as in a mesh where the
+    /// proxies have no module files.
+    pub fn start_serving_modules(policy_dir: &Path, cluster: &str) -> Result<Self, String> {
+        let http_port = crate::paths::free_port()?;
+        let modules = ModuleMode::Remote {
+            cluster: cluster.into(),
+            base_url: format!("http://127.0.0.1:{http_port}"),
+        };
+        Self::start_with(policy_dir, 0, http_port, modules, Some(wasm_dir()))
+    }
+
+    fn start_with(
+        policy_dir: &Path,
+        xds_port: u16,
+        http_port: u16,
+        modules: ModuleMode,
+        served: Option<std::path::PathBuf>,
+    ) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -38,10 +63,8 @@ impl ControlPlane {
             policy_dir: policy_dir.to_path_buf(),
             xds_addr: ([127, 0, 0, 1], xds_port).into(),
             http_addr: ([127, 0, 0, 1], http_port).into(),
-            wasm_dir: None,
-            modules: ModuleMode::Local {
-                dir: wasm_dir().to_string_lossy().into_owned(),
-            },
+            wasm_dir: served,
+            modules,
             poll_interval: Duration::from_millis(100),
         };
         let running = runtime.block_on(start(options.clone()))?;

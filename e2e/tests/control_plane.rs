@@ -268,3 +268,27 @@ fn a_workload_limit_is_split_over_the_connected_replicas() {
     until_limit(&second, 5);
     assert_eq!(control.status()["workloads"]["shop/orders"], 1);
 }
+
+#[test]
+fn envoy_can_fetch_the_modules_from_the_control_plane() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), "limits.yaml", &limit_policy(2, "perReplica"));
+    let control = ControlPlane::start_serving_modules(dir.path(), "meshward_modules").unwrap();
+    let upstream = RecordingUpstream::start().unwrap();
+    let base = Bootstrap::new(upstream.port()).cluster("meshward_modules", control.http_port());
+    let config = ecds_bootstrap(
+        &base,
+        control.xds_port(),
+        "orders-remote",
+        "shop",
+        "orders",
+        &[("app", "orders")],
+        &["meshward.ratelimit"],
+    );
+    let envoy = Envoy::start_config(&config, &EnvoyOptions::default()).unwrap();
+    until_limit(&envoy, 2);
+    let status = control.status();
+    assert!(
+        proxy_resource(&status, "orders-remote", "meshward.ratelimit")["ackedVersion"].is_string()
+    );
+}
