@@ -983,7 +983,7 @@ async fn delta_nack_of_an_older_response_keeps_the_newer_one() {
         .await;
     let first = delta.recv().await;
     delta.ack(&first, None).await;
-    // Two updates in flight, not yet answered.
+    // One response in flight at a time: the second edit waits for the first answer.
     write(
         dir.path(),
         "limits.yaml",
@@ -995,12 +995,16 @@ async fn delta_nack_of_an_older_response_keeps_the_newer_one() {
         "limits.yaml",
         &ratelimit_policy("orders", 6, "perReplica"),
     );
+    await_status(&running, "the second edit", |s| {
+        s["policies"].as_array().is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    delta.quiet("an answer is still due").await;
+    // The older one is NACKed: the newer one goes out then.
+    delta.ack(&older, nack_detail("old one bad")).await;
     let newer = delta.recv().await;
     let newer_version = delta_resources(&newer)[0].1.clone();
     assert_eq!(requests_limit(&delta_resources(&newer)[0].2), 6);
-    // The older one is NACKed: the newer one is already on its way, not re-sent.
-    delta.ack(&older, nack_detail("old one bad")).await;
-    delta.quiet("NACK of the older response").await;
     delta.ack(&newer, None).await;
     delta.quiet("ACK of the newer response").await;
     await_status(&running, "the ACK of the newer one", |s| {
@@ -1081,14 +1085,20 @@ async fn workload_scope_is_split_over_replicas() {
         .await;
     let c_share = c.recv().await;
     assert_eq!(requests_limit(&delta_resources(&c_share)[0].2), 2);
-    assert_eq!(requests_limit(&only_config(&a.recv().await)), 3);
-    assert_eq!(requests_limit(&only_config(&b.recv().await)), 2);
+    let a_third = a.recv().await;
+    let b_third = b.recv().await;
+    assert_eq!(requests_limit(&only_config(&a_third)), 3);
+    assert_eq!(requests_limit(&only_config(&b_third)), 2);
+    // Answer, as Envoy always does: one response is in flight per stream at a time.
+    a.ack(&a_third, &[RATELIMIT]).await;
+    b.ack(&b_third, &[RATELIMIT]).await;
     drop(c);
     let a_back = a.recv().await;
     let b_back = b.recv().await;
     assert_eq!(requests_limit(&only_config(&a_back)), 4);
     assert_eq!(requests_limit(&only_config(&b_back)), 3);
     a.ack(&a_back, &[RATELIMIT]).await;
+    b.ack(&b_back, &[RATELIMIT]).await;
 
     // B disconnects: A gets the whole figure again.
     drop(b);

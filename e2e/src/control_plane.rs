@@ -121,9 +121,18 @@ impl Drop for ControlPlane {
     }
 }
 
+/// The xDS flavour Envoy speaks on its ADS stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdsProtocol {
+    /// State of the world (`api_type: GRPC`).
+    Sotw,
+    /// Incremental (`api_type: DELTA_GRPC`).
+    Delta,
+}
+
 /// An Envoy bootstrap identifying itself as `node_id`, a replica of `namespace/workload`
 /// with `labels`, whose first listener's Meshward filters (`meshward.ratelimit`, ...)
-/// are configured by the control plane at `xds_port` over ADS (ECDS resources).
+/// are configured by the control plane at `xds_port` over ADS (ECDS resources), SotW.
 pub fn ecds_bootstrap(
     base: &Bootstrap,
     xds_port: u16,
@@ -132,6 +141,30 @@ pub fn ecds_bootstrap(
     workload: &str,
     labels: &[(&str, &str)],
     filters: &[&str],
+) -> Value {
+    ecds_bootstrap_with(
+        base,
+        xds_port,
+        node_id,
+        namespace,
+        workload,
+        labels,
+        filters,
+        AdsProtocol::Sotw,
+    )
+}
+
+/// [`ecds_bootstrap`] with the ADS protocol chosen.
+#[allow(clippy::too_many_arguments)]
+pub fn ecds_bootstrap_with(
+    base: &Bootstrap,
+    xds_port: u16,
+    node_id: &str,
+    namespace: &str,
+    workload: &str,
+    labels: &[(&str, &str)],
+    filters: &[&str],
+    protocol: AdsProtocol,
 ) -> Value {
     let mut base = base.clone();
     for filter in filters {
@@ -155,7 +188,7 @@ pub fn ecds_bootstrap(
     });
     config["dynamic_resources"] = json!({
         "ads_config": {
-            "api_type": "GRPC",
+            "api_type": match protocol { AdsProtocol::Sotw => "GRPC", AdsProtocol::Delta => "DELTA_GRPC" },
             "transport_api_version": "V3",
             "grpc_services": [{"envoy_grpc": {"cluster_name": "meshward_control_plane"}}],
             "set_node_on_first_message_only": true

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use meshward_e2e::control_plane::{ecds_bootstrap, ControlPlane};
+use meshward_e2e::control_plane::{ecds_bootstrap, ecds_bootstrap_with, AdsProtocol, ControlPlane};
 use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions, RecordingUpstream, Request};
 use serde_json::Value;
 
@@ -291,4 +291,66 @@ fn envoy_can_fetch_the_modules_from_the_control_plane() {
     assert!(
         proxy_resource(&status, "orders-remote", "meshward.ratelimit")["ackedVersion"].is_string()
     );
+}
+
+/// A rate-limit config the filter rejects does not hold back an authz update written at
+/// the same moment: Envoy accepts or rejects a response as a whole, so the control plane
+/// sends one change per response and the NACK lands on the resource at fault.
+#[test]
+fn over_sotw_a_rejected_filter_config_does_not_block_the_others() {
+    rejected_config_does_not_block_the_others(AdsProtocol::Sotw);
+}
+
+#[test]
+fn over_delta_a_rejected_filter_config_does_not_block_the_others() {
+    rejected_config_does_not_block_the_others(AdsProtocol::Delta);
+}
+
+fn rejected_config_does_not_block_the_others(protocol: AdsProtocol) {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), "limits.yaml", &limit_policy(3, "perReplica"));
+    let control = ControlPlane::start(dir.path()).unwrap();
+    let upstream = RecordingUpstream::start().unwrap();
+    let config = ecds_bootstrap_with(
+        &Bootstrap::new(upstream.port()),
+        control.xds_port(),
+        "orders-delta",
+        "shop",
+        "orders",
+        &[("app", "orders")],
+        &FILTERS,
+        protocol,
+    );
+    let envoy = Envoy::start_config(&config, &EnvoyOptions::default()).unwrap();
+    until_limit(&envoy, 3);
+    write_policy(dir.path(), "limits.yaml", &limit_policy(4, "perReplica"));
+    until_limit(&envoy, 4);
+    assert_eq!(
+        Request::get("/admin").send(envoy.port()).unwrap().status,
+        200,
+        "no auth policy yet"
+    );
+
+    // A bad rate-limit config and a new auth policy at once.
+    write_policy(
+        dir.path(),
+        "limits.yaml",
+        &limit_policy(9, "perReplica").replace("per: 1h", "per: soon"),
+    );
+    write_policy(dir.path(), "auth.yaml", AUTH_POLICY);
+    let started = Instant::now();
+    while Request::get("/admin").send(envoy.port()).unwrap().status != 401 {
+        assert!(started.elapsed() < BOUND, "the authz update was held back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = control.status();
+    let limits = proxy_resource(&status, "orders-delta", "meshward.ratelimit");
+    let auth = proxy_resource(&status, "orders-delta", "meshward.authz");
+    assert!(!limits["nack"].is_null(), "{status:#}");
+    assert!(
+        auth["nack"].is_null(),
+        "only the rejected resource carries the NACK: {status:#}"
+    );
+    assert_eq!(auth["ackedVersion"], auth["pushedVersion"]);
+    assert_eq!(admitted(&envoy, 6), 4, "the last good limit stays");
 }

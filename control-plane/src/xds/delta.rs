@@ -5,7 +5,8 @@
 //! each (`initial_resource_versions` on the first request seeds it). Only resources
 //! whose version changed are sent; a subscribed resource that stops existing is listed
 //! in `removed_resources`; a NACKed (name, version) is never sent again; ACKs are
-//! recorded and not answered.
+//! recorded and not answered. One response is in flight at a time and it carries at
+//! most one changed resource, so a NACK always names the resource at fault.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -145,6 +146,12 @@ async fn send_changes(
     state: &mut TypeState,
     tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 ) -> bool {
+    // One response in flight, one changed resource per response: Envoy accepts or
+    // rejects a Delta response as a whole too, so this is what makes a NACK name
+    // exactly one resource version and lets the others keep updating.
+    if !state.pending.is_empty() {
+        return true;
+    }
     let mut resources = Vec::new();
     let mut removed = Vec::new();
     for name in &state.subscribed {
@@ -154,7 +161,7 @@ async fn send_changes(
                 let rejected = state
                     .rejected
                     .contains(&(name.clone(), built.version.clone()));
-                if !current && !rejected {
+                if !current && !rejected && resources.is_empty() {
                     resources.push(built);
                 }
             }

@@ -9,6 +9,13 @@
 //! subscription; a response goes out only when the version (a hash of the content)
 //! differs from what the proxy has; resources named before they exist are sent when
 //! they appear.
+//!
+//! One change per response: Envoy accepts or rejects a response as a whole, so a
+//! response carries the last ACKed content of every resource plus at most one changed
+//! resource, and the next change waits for the answer. A NACK then names exactly one
+//! resource version, which is never sent again, while the other resources keep
+//! updating. (The first response of a stream carries everything at once; if that is
+//! rejected, the changes are retried one by one.)
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -21,22 +28,33 @@ use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
 
 use super::next_nonce;
-use super::resources::{short_hash, TYPED_EXTENSION_CONFIG};
+use super::resources::{short_hash, Built, TYPED_EXTENSION_CONFIG};
 use super::world::{node_info, NodeInfo, World};
 
 struct Sent {
     version: String,
     nonce: String,
     at: Instant,
-    resources: Vec<(String, String)>,
-    acked: bool,
+    resources: Vec<Built>,
+    /// ACKed or NACKed: the next change may go out.
+    settled: bool,
 }
 
 #[derive(Default)]
 struct TypeState {
     names: BTreeSet<String>,
     sent: Option<Sent>,
-    rejected: HashSet<String>,
+    /// What the proxy has accepted, per resource.
+    acked: BTreeMap<String, Built>,
+    /// (name, version) the proxy rejected.
+    rejected: HashSet<(String, String)>,
+}
+
+fn pairs(resources: &[Built]) -> Vec<(String, String)> {
+    resources
+        .iter()
+        .map(|b| (b.name.clone(), b.version.clone()))
+        .collect()
 }
 
 pub type ResponseStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
@@ -114,16 +132,40 @@ fn handle_request(
             return false;
         };
         match &request.error_detail {
+            Some(_) if sent.settled => {}
             Some(error) => {
-                state.rejected.insert(sent.version.clone());
-                world.on_nack(node, &sent.resources, &error.message);
+                sent.settled = true;
+                // The proxy keeps what it had, and says which version that is: what we
+                // would compose from the ACKed content, so it is not sent again.
+                sent.version = request.version_info.clone();
+                let changed: Vec<Built> = sent
+                    .resources
+                    .iter()
+                    .filter(|b| state.acked.get(&b.name).map(|a| &a.version) != Some(&b.version))
+                    .cloned()
+                    .collect();
+                // Exactly one change: that version is rejected for good. Several (a
+                // reconnect): they will be retried one by one to find the culprit.
+                if let [only] = changed.as_slice() {
+                    state
+                        .rejected
+                        .insert((only.name.clone(), only.version.clone()));
+                }
+                world.on_nack(node, &pairs(&changed), &error.message);
             }
             // An ACK echoes the version it applied. Envoy clears `error_detail` once a
             // NACK is sent, so its next request (a subscription change) carries the
             // rejected nonce with its previous version: not an ACK.
-            None if !sent.acked && request.version_info == sent.version => {
-                sent.acked = true;
-                world.on_ack(node, &sent.resources, Some(sent.at.elapsed().as_secs_f64()));
+            None if !sent.settled && request.version_info == sent.version => {
+                sent.settled = true;
+                for built in &sent.resources {
+                    state.acked.insert(built.name.clone(), built.clone());
+                }
+                world.on_ack(
+                    node,
+                    &pairs(&sent.resources),
+                    Some(sent.at.elapsed().as_secs_f64()),
+                );
             }
             None => {}
         }
@@ -134,15 +176,59 @@ fn handle_request(
             nonce: String::new(),
             at: Instant::now(),
             resources: Vec::new(),
-            acked: true,
+            settled: true,
         });
     }
     state.names = request.resource_names.iter().cloned().collect();
     true
 }
 
-/// Sends the subscribed resources when their version differs from what the proxy has
-/// and was not rejected. `false` when the stream is closed.
+/// What the next response carries: the ACKed content of every subscribed resource plus
+/// at most one change (see the module documentation).
+fn compose(world: &World, node: &NodeInfo, state: &TypeState) -> Vec<Built> {
+    let current: Vec<Built> = state
+        .names
+        .iter()
+        .filter_map(|name| world.resource(name, node))
+        .collect();
+    let first_answer =
+        state.acked.is_empty() && state.sent.as_ref().is_none_or(|s| s.resources.is_empty());
+    if first_answer {
+        // A new or reconnecting proxy gets everything at once (it may hold content we
+        // never saw, and omitting a resource could read as its removal). If that is
+        // rejected, the changes are retried one by one.
+        return current
+            .into_iter()
+            .filter(|b| {
+                !state
+                    .rejected
+                    .contains(&(b.name.clone(), b.version.clone()))
+            })
+            .collect();
+    }
+    let mut out = Vec::with_capacity(current.len());
+    let mut changed = false;
+    for built in current {
+        let acked = state.acked.get(&built.name);
+        if acked.is_some_and(|a| a.version == built.version) {
+            out.push(built);
+            continue;
+        }
+        let rejected = state
+            .rejected
+            .contains(&(built.name.clone(), built.version.clone()));
+        if !rejected && !changed {
+            changed = true;
+            out.push(built);
+        } else if let Some(acked) = acked {
+            out.push(acked.clone());
+        }
+    }
+    out
+}
+
+/// Sends the next response when it differs from what the proxy has and the previous one
+/// was answered. `false` when the stream is closed.
 async fn send_if_changed(
     world: &World,
     node: &NodeInfo,
@@ -150,11 +236,10 @@ async fn send_if_changed(
     state: &mut TypeState,
     tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) -> bool {
-    let built: Vec<_> = state
-        .names
-        .iter()
-        .filter_map(|name| world.resource(name, node))
-        .collect();
+    if state.sent.as_ref().is_some_and(|s| !s.settled) {
+        return true; // one response in flight at a time
+    }
+    let built = compose(world, node, state);
     if built.is_empty() && state.sent.as_ref().is_none_or(|s| s.resources.is_empty()) {
         return true; // nothing exists yet: sent when it appears
     }
@@ -163,30 +248,24 @@ async fn send_if_changed(
         .map(|b| format!("{}={};", b.name, b.version))
         .collect();
     let version = short_hash(fingerprint.as_bytes());
-    if state.sent.as_ref().is_some_and(|s| s.version == version)
-        || state.rejected.contains(&version)
-    {
+    if state.sent.as_ref().is_some_and(|s| s.version == version) {
         return true;
     }
     let nonce = next_nonce();
-    let resources: Vec<(String, String)> = built
-        .iter()
-        .map(|b| (b.name.clone(), b.version.clone()))
-        .collect();
     let response = DiscoveryResponse {
         version_info: version.clone(),
-        resources: built.into_iter().map(|b| b.any).collect(),
+        resources: built.iter().map(|b| b.any.clone()).collect(),
         type_url: type_url.into(),
         nonce: nonce.clone(),
         ..Default::default()
     };
-    world.on_push(node, &resources);
+    world.on_push(node, &pairs(&built));
     state.sent = Some(Sent {
         version,
         nonce,
         at: Instant::now(),
-        resources,
-        acked: false,
+        resources: built,
+        settled: false,
     });
     tx.send(Ok(response)).await.is_ok()
 }
