@@ -6,6 +6,7 @@
 //! [`http`] the status, metrics and module endpoints; [`server`] wires them together.
 
 pub mod http;
+pub mod kubernetes;
 pub mod metrics;
 pub mod policy;
 pub mod server;

@@ -5,6 +5,7 @@ mod bench;
 mod bench_authz;
 mod bench_control_plane;
 mod build_wasm;
+mod crds;
 mod demo;
 mod fuzz;
 mod run;
@@ -31,6 +32,8 @@ cargo xtask <command>
                release builds, control plane pinned to CPU 0 and clients to CPU 1; one
                policy edit → time until every client has it (p50/p99/max per edit), and
                the control plane's CPU and peak RSS; report in target/bench/control-plane.md
+  crds         write the meshward.io CustomResourceDefinitions (generated from
+               control-plane/src/kubernetes/crds.rs) to istio-manifests/crds/
   fuzz <filter> [--minutes N] [--target NAME]
                run a cargo-fuzz target of filters/<filter>/fuzz (default 10 minutes)
 ";
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(),
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz::run(args.get(1..).unwrap_or_default()),
+        Some("crds") => crds::run(),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())

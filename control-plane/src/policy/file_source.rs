@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::model::{Kind, Policy, Scope, Selector};
+use super::model::{Kind, Policy};
+use super::validate::{build_policy, Parts};
 
 const API_VERSION: &str = "meshward.io/v1alpha1";
 
@@ -85,63 +86,20 @@ fn to_policy(document: Document, at: &str, source: &str) -> Result<Policy, Strin
             document.kind
         )
     })?;
-    let name = document.metadata.name;
-    if !is_dns_label(&name) {
-        return Err(format!(
-            "{at}: metadata.name: {name:?} must be a DNS label (lowercase letters, digits, '-')"
-        ));
-    }
-    let namespace = document
-        .metadata
-        .namespace
-        .unwrap_or_else(|| "default".into());
-    if !is_dns_label(&namespace) {
-        return Err(format!(
-            "{at}: metadata.namespace: {namespace:?} must be a DNS label"
-        ));
-    }
-    let scope = match (kind, document.spec.scope.as_deref()) {
-        (_, None) => Scope::PerReplica,
-        (Kind::RateLimit, Some("perReplica")) => Scope::PerReplica,
-        (Kind::RateLimit, Some("workload")) => Scope::Workload,
-        (Kind::RateLimit, Some(other)) => {
-            return Err(format!(
-                "{at}: spec.scope: expected perReplica or workload, got {other:?}"
-            ))
-        }
-        (_, Some(_)) => {
-            return Err(format!(
-                "{at}: spec.scope: only RateLimitPolicy has a scope"
-            ))
-        }
-    };
-    if !document.spec.config.is_object() {
-        return Err(format!(
-            "{at}: spec.config: expected an object (the filter's JSON configuration)"
-        ));
-    }
-    Ok(Policy {
-        kind,
-        namespace,
-        name,
-        selector: Selector {
-            match_labels: document.spec.selector.match_labels,
-            workloads: document.spec.selector.workloads,
+    let spec = document.spec;
+    build_policy(
+        Parts {
+            kind,
+            name: document.metadata.name,
+            namespace: document.metadata.namespace,
+            match_labels: spec.selector.match_labels,
+            workloads: spec.selector.workloads,
+            scope: spec.scope,
+            config: spec.config,
         },
-        scope,
-        config: document.spec.config,
-        source: source.into(),
-    })
-}
-
-fn is_dns_label(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 63
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !text.starts_with('-')
-        && !text.ends_with('-')
+        at,
+        source,
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -267,6 +225,7 @@ impl FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::model::Scope;
 
     const GOOD: &str = r#"
 apiVersion: meshward.io/v1alpha1
