@@ -51,12 +51,14 @@ impl Running {
     pub async fn stop(self) {
         self.world.close();
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
+        // One deadline for all tasks together.
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            for abort in aborts {
                 abort.abort();
             }
         }
@@ -123,7 +125,8 @@ pub async fn start(options: Options) -> Result<Running, String> {
                     if poll.changed {
                         eprintln!("meshward-control-plane: policies changed; pushing");
                         poller_world.set_policies(policies, errors);
-                    } else if !poll.new_errors.is_empty() {
+                    } else {
+                        // Also clears errors of a file fixed back to its good content.
                         poller_world.set_policy_errors(errors);
                     }
                 }

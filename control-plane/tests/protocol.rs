@@ -1241,3 +1241,43 @@ async fn http_status_and_metrics() {
     }
     running.stop().await;
 }
+
+/// Envoy answers a response for a type it no longer watches by echoing the nonce with
+/// its old version and no error: the response is settled, and later changes still go out.
+#[tokio::test]
+async fn sotw_a_silently_ignored_response_does_not_stall_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = server(dir.path()).await;
+    let mut ads = Sotw::open(running.xds_addr, Service::Ads).await;
+    ads.request(Some(orders("orders-1")), &[RATELIMIT], "", "", None)
+        .await;
+    let first = ads.recv().await;
+    ads.ack(&first, &[RATELIMIT]).await;
+    write(
+        dir.path(),
+        "limits.yaml",
+        &ratelimit_policy("orders", 5, "perReplica"),
+    );
+    let ignored = ads.recv().await;
+    // Not applied, not rejected: the old version with the new nonce. The stream
+    // settles and offers the change again instead of waiting forever.
+    ads.request(
+        None,
+        &[RATELIMIT],
+        &first.version_info,
+        &ignored.nonce,
+        None,
+    )
+    .await;
+    let again = ads.recv().await;
+    assert_eq!(requests_limit(&only_config(&again)), 5);
+    ads.ack(&again, &[RATELIMIT]).await;
+    write(
+        dir.path(),
+        "limits.yaml",
+        &ratelimit_policy("orders", 6, "perReplica"),
+    );
+    let next = ads.recv().await;
+    assert_eq!(requests_limit(&only_config(&next)), 6);
+    running.stop().await;
+}

@@ -114,6 +114,12 @@ struct FileState {
 pub struct FileSource {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileState>,
+    /// Changed bytes seen once: applied only if the next poll reads the same, so a file
+    /// caught half-written (truncated, then written) is never applied.
+    candidates: BTreeMap<PathBuf, Vec<u8>>,
+    /// The first poll applies what it reads (the control plane is starting).
+    primed: bool,
+    max_file_bytes: u64,
 }
 
 /// What a poll found.
@@ -130,6 +136,9 @@ impl FileSource {
         Self {
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
+            candidates: BTreeMap::new(),
+            primed: false,
+            max_file_bytes: 1024 * 1024,
         }
     }
 
@@ -148,8 +157,42 @@ impl FileSource {
             if !is_yaml || !path.is_file() {
                 continue;
             }
-            let Ok(content) = std::fs::read(&path) else {
-                continue; // removed between listing and reading: next poll
+            let too_big = std::fs::metadata(&path).is_ok_and(|m| m.len() > self.max_file_bytes);
+            let content = match std::fs::read(&path) {
+                _ if too_big => {
+                    seen.insert(path.clone());
+                    let error = format!(
+                        "{}: larger than {} bytes; refused",
+                        path.display(),
+                        self.max_file_bytes
+                    );
+                    if let Some(state) = self.files.get_mut(&path) {
+                        if state.error.as_deref() != Some(error.as_str()) {
+                            poll.new_errors.push(error.clone());
+                            state.error = Some(error);
+                        }
+                    } else {
+                        poll.new_errors.push(error.clone());
+                        self.files.insert(
+                            path.clone(),
+                            FileState {
+                                content: Vec::new(),
+                                good: Vec::new(),
+                                error: Some(error),
+                            },
+                        );
+                    }
+                    continue;
+                }
+                Ok(content) => content,
+                // Gone between listing and reading: the next poll sees it missing.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                // Unreadable for now: keep its last good policies rather than drop them
+                // (dropping an auth policy would open the workload).
+                Err(_) => {
+                    seen.insert(path.clone());
+                    continue;
+                }
             };
             seen.insert(path.clone());
             if self
@@ -157,8 +200,14 @@ impl FileSource {
                 .get(&path)
                 .is_some_and(|state| state.content == content)
             {
+                self.candidates.remove(&path);
                 continue;
             }
+            if self.primed && self.candidates.get(&path) != Some(&content) {
+                self.candidates.insert(path.clone(), content);
+                continue; // applied when the next poll reads the same bytes
+            }
+            self.candidates.remove(&path);
             let name = path.file_name().map_or_else(
                 || path.display().to_string(),
                 |n| n.to_string_lossy().into_owned(),
@@ -187,6 +236,8 @@ impl FileSource {
             };
             self.files.insert(path, state);
         }
+        self.primed = true;
+        self.candidates.retain(|path, _| seen.contains(path));
         let before = self.files.len();
         self.files.retain(|path, _| seen.contains(path));
         poll.changed |= self.files.len() != before;
@@ -289,7 +340,7 @@ spec:
         std::fs::write(&file, GOOD).unwrap();
         let mut source = FileSource::new(dir.path());
         let poll = source.poll().unwrap();
-        assert!(poll.changed);
+        assert!(poll.changed, "the first poll applies what it reads");
         assert_eq!(source.policies().0.len(), 2);
         assert!(
             !source.poll().unwrap().changed,
@@ -303,6 +354,12 @@ spec:
                 .replace("scope: workload", "scope: sometimes"),
         )
         .unwrap();
+        let seen_once = source.poll().unwrap();
+        assert_eq!(
+            seen_once,
+            Poll::default(),
+            "changed bytes wait for a second read"
+        );
         let poll = source.poll().unwrap();
         assert!(!poll.changed);
         assert_eq!(poll.new_errors.len(), 1, "{:?}", poll.new_errors);
@@ -311,6 +368,7 @@ spec:
         assert_eq!(errors.len(), 1);
 
         std::fs::write(&file, GOOD.replace("requests: 10", "requests: 20")).unwrap();
+        assert!(!source.poll().unwrap().changed);
         assert!(source.poll().unwrap().changed);
         assert_eq!(
             source.policies().0[0].config["rules"][0]["limit"]["requests"],
@@ -319,6 +377,7 @@ spec:
         assert!(source.policies().1.is_empty());
 
         std::fs::write(dir.path().join("copy.yml"), GOOD).unwrap();
+        source.poll().unwrap();
         source.poll().unwrap();
         let (policies, errors) = source.policies();
         assert_eq!(policies.len(), 2);
@@ -329,5 +388,32 @@ spec:
         std::fs::remove_file(dir.path().join("copy.yml")).unwrap();
         assert!(source.poll().unwrap().changed);
         assert!(source.policies().0.is_empty());
+    }
+
+    #[test]
+    fn a_file_caught_half_written_is_never_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth.yaml");
+        std::fs::write(&file, GOOD).unwrap();
+        let mut source = FileSource::new(dir.path());
+        source.poll().unwrap();
+        // A writer truncates, the poll reads the empty file, then the writer finishes.
+        std::fs::write(&file, "").unwrap();
+        assert!(!source.poll().unwrap().changed);
+        std::fs::write(&file, GOOD.replace("requests: 10", "requests: 11")).unwrap();
+        assert!(
+            !source.poll().unwrap().changed,
+            "a different read: not stable yet"
+        );
+        assert_eq!(
+            source.policies().0.len(),
+            2,
+            "the empty read never removed them"
+        );
+        assert!(source.poll().unwrap().changed);
+        assert_eq!(
+            source.policies().0[0].config["rules"][0]["limit"]["requests"],
+            11
+        );
     }
 }

@@ -23,6 +23,7 @@ use tonic::{Status, Streaming};
 use super::next_nonce;
 use super::resources::TYPED_EXTENSION_CONFIG;
 use super::world::{node_info, NodeInfo, World};
+use crate::policy::model::Kind;
 
 struct Pending {
     nonce: String,
@@ -53,6 +54,9 @@ async fn run(
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 ) {
     let mut changes = world.subscribe();
+    if world.is_closing() {
+        return; // opened during shutdown: end at once
+    }
     let mut node: Option<NodeInfo> = None;
     let mut types: BTreeMap<String, TypeState> = BTreeMap::new();
     loop {
@@ -72,8 +76,9 @@ async fn run(
                 if request.type_url != TYPED_EXTENSION_CONFIG {
                     continue;
                 }
+                let first = !types.contains_key(&request.type_url);
                 let state = types.entry(request.type_url.clone()).or_default();
-                handle_request(&world, node, state, &request);
+                handle_request(&world, node, state, &request, first);
                 if !send_changes(&world, node, &request.type_url, state, &tx).await {
                     break;
                 }
@@ -99,9 +104,18 @@ fn handle_request(
     node: &NodeInfo,
     state: &mut TypeState,
     request: &DeltaDiscoveryRequest,
+    first: bool,
 ) {
-    for (name, version) in &request.initial_resource_versions {
-        state.known.insert(name.clone(), version.clone());
+    // Only names this server knows are kept: a client cannot grow the state at will.
+    let known_name = |name: &String| Kind::from_resource_name(name).is_some();
+    if first {
+        for (name, version) in request
+            .initial_resource_versions
+            .iter()
+            .filter(|(n, _)| known_name(n))
+        {
+            state.known.insert(name.clone(), version.clone());
+        }
     }
     if !request.response_nonce.is_empty() {
         if let Some(at) = state
@@ -130,9 +144,13 @@ fn handle_request(
             }
         }
     }
-    state
-        .subscribed
-        .extend(request.resource_names_subscribe.iter().cloned());
+    state.subscribed.extend(
+        request
+            .resource_names_subscribe
+            .iter()
+            .filter(|n| known_name(n))
+            .cloned(),
+    );
     for name in &request.resource_names_unsubscribe {
         state.subscribed.remove(name);
         state.known.remove(name);

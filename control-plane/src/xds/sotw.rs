@@ -72,6 +72,9 @@ async fn run(
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) {
     let mut changes = world.subscribe();
+    if world.is_closing() {
+        return; // opened during shutdown: end at once
+    }
     let mut node: Option<NodeInfo> = None;
     let mut types: BTreeMap<String, TypeState> = BTreeMap::new();
     loop {
@@ -166,6 +169,13 @@ fn handle_request(
                     &pairs(&sent.resources),
                     Some(sent.at.elapsed().as_secs_f64()),
                 );
+            }
+            // The in-flight nonce with another version and no error: the proxy did not
+            // apply it (Envoy does this for a type it no longer watches). It keeps what
+            // it had; settle, or this stream would never send again.
+            None if !sent.settled => {
+                sent.settled = true;
+                sent.version = request.version_info.clone();
             }
             None => {}
         }

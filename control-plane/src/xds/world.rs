@@ -110,6 +110,13 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn labels(node: &NodeInfo) -> WorkloadLabels {
+    WorkloadLabels {
+        namespace: node.workload.namespace.clone(),
+        workload: node.workload.name.clone(),
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -194,15 +201,16 @@ impl World {
 
     /// A stream for `node` opened; replicas are re-counted and everyone recomputes.
     pub fn connect(&self, node: &NodeInfo) {
-        let key = node.workload.key();
-        {
+        let first_stream = {
             let mut replicas = lock(&self.replicas);
-            *replicas
-                .entry(key)
+            let streams = replicas
+                .entry(node.workload.key())
                 .or_default()
                 .entry(node.id.clone())
-                .or_default() += 1;
-        }
+                .or_default();
+            *streams += 1;
+            *streams == 1
+        };
         {
             let mut proxies = lock(&self.proxies);
             let status = proxies
@@ -216,60 +224,55 @@ impl World {
                 });
             status.streams += 1;
         }
-        self.gauge(node, 1);
+        if first_stream {
+            self.metrics
+                .connected_proxies
+                .get_or_create(&labels(node))
+                .inc();
+        }
         self.bump();
     }
 
     pub fn disconnect(&self, node: &NodeInfo) {
         let key = node.workload.key();
-        let mut last_stream = false;
-        {
+        let last_stream = {
             let mut replicas = lock(&self.replicas);
+            let mut last = false;
             if let Some(nodes) = replicas.get_mut(&key) {
                 if let Some(count) = nodes.get_mut(&node.id) {
                     *count = count.saturating_sub(1);
                     if *count == 0 {
                         nodes.remove(&node.id);
-                        last_stream = true;
+                        last = true;
                     }
                 }
                 if nodes.is_empty() {
                     replicas.remove(&key);
                 }
             }
-        }
+            last
+        };
         {
+            // Keyed by node id alone: the entry goes with the id's last stream, whatever
+            // workload each stream claimed.
             let mut proxies = lock(&self.proxies);
-            if last_stream {
-                proxies.remove(&node.id);
-            } else if let Some(status) = proxies.get_mut(&node.id) {
+            if let Some(status) = proxies.get_mut(&node.id) {
                 status.streams = status.streams.saturating_sub(1);
+                if status.streams == 0 {
+                    proxies.remove(&node.id);
+                }
             }
         }
         if last_stream {
-            self.gauge(node, -1);
+            let labels = labels(node);
+            // The guard from `get_or_create` must be gone before `remove` locks again.
+            let gone = self.metrics.connected_proxies.get_or_create(&labels).dec() <= 1;
+            if gone {
+                // No series left behind for workloads that are gone.
+                self.metrics.connected_proxies.remove(&labels);
+            }
         }
         self.bump();
-    }
-
-    fn gauge(&self, node: &NodeInfo, delta: i64) {
-        let labels = WorkloadLabels {
-            namespace: node.workload.namespace.clone(),
-            workload: node.workload.name.clone(),
-        };
-        let gauge = self.metrics.connected_proxies.get_or_create(&labels);
-        // Only the first stream of a node counts it.
-        if delta > 0 {
-            let streams = lock(&self.replicas)
-                .get(&node.workload.key())
-                .and_then(|n| n.get(&node.id).copied())
-                .unwrap_or(0);
-            if streams == 1 {
-                gauge.inc();
-            }
-        } else {
-            gauge.dec();
-        }
     }
 
     /// This node's position among its workload's connected replicas.
