@@ -8,7 +8,7 @@
 //! recorded and not answered. One response is in flight at a time and it carries at
 //! most one changed resource, so a NACK always names the resource at fault.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,13 +17,13 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
 
 use super::next_nonce;
-use super::resources::TYPED_EXTENSION_CONFIG;
-use super::world::{node_info, NodeInfo, World};
+use super::stream::{self, Protocol, Responses};
+use super::world::{NodeInfo, World};
 use crate::policy::model::Kind;
+use envoy_types::pb::envoy::config::core::v3::Node;
 
 struct Pending {
     nonce: String,
@@ -42,60 +42,45 @@ struct TypeState {
 
 pub type ResponseStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
+/// Serves one stream until the proxy or the server ends it.
 pub fn serve(world: Arc<World>, requests: Streaming<DeltaDiscoveryRequest>) -> ResponseStream {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(run(world, requests, tx));
-    ReceiverStream::new(rx)
+    stream::serve::<Delta>(world, requests)
 }
 
-async fn run(
-    world: Arc<World>,
-    mut requests: impl tokio_stream::Stream<Item = Result<DeltaDiscoveryRequest, Status>> + Unpin,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-) {
-    let mut changes = world.subscribe();
-    if world.is_closing() {
-        return; // opened during shutdown: end at once
+struct Delta;
+
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    type State = TypeState;
+
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
     }
-    let mut node: Option<NodeInfo> = None;
-    let mut types: BTreeMap<String, TypeState> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            request = requests.next() => {
-                let Some(Ok(request)) = request else { break };
-                if node.is_none() {
-                    let Some(first) = request.node.as_ref() else {
-                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
-                        break;
-                    };
-                    let info = node_info(first);
-                    world.connect(&info);
-                    node = Some(info);
-                }
-                let Some(node) = node.as_ref() else { break };
-                if request.type_url != TYPED_EXTENSION_CONFIG {
-                    continue;
-                }
-                let first = !types.contains_key(&request.type_url);
-                let state = types.entry(request.type_url.clone()).or_default();
-                handle_request(&world, node, state, &request, first);
-                if !send_changes(&world, node, &request.type_url, state, &tx).await {
-                    break;
-                }
-            }
-            changed = changes.changed() => {
-                if changed.is_err() || world.is_closing() { break }
-                let Some(node) = node.as_ref() else { continue };
-                let mut open = true;
-                for (type_url, state) in &mut types {
-                    open &= send_changes(&world, node, type_url, state, &tx).await;
-                }
-                if !open { break }
-            }
-        }
+
+    fn type_url(request: &DeltaDiscoveryRequest) -> &str {
+        &request.type_url
     }
-    if let Some(node) = node {
-        world.disconnect(&node);
+
+    fn handle(
+        world: &World,
+        node: &NodeInfo,
+        state: &mut TypeState,
+        request: &DeltaDiscoveryRequest,
+        first: bool,
+    ) -> bool {
+        handle_request(world, node, state, request, first);
+        true
+    }
+
+    async fn send(
+        world: &World,
+        node: &NodeInfo,
+        type_url: &str,
+        state: &mut TypeState,
+        tx: &Responses<DeltaDiscoveryResponse>,
+    ) -> bool {
+        send_changes(world, node, type_url, state, tx).await
     }
 }
 

@@ -1,10 +1,12 @@
 //! The xDS server: shared state ([`world`]), ECDS resources ([`resources`]), the SotW
-//! and Delta stream protocols ([`sotw`], [`delta`]) and the gRPC services ([`service`]).
+//! and Delta stream protocols ([`sotw`], [`delta`]) on one stream loop ([`stream`]) and the
+//! gRPC services ([`service`]).
 
 pub mod delta;
 pub mod resources;
 pub mod service;
 pub mod sotw;
+pub mod stream;
 pub mod world;
 
 use std::sync::atomic::{AtomicU64, Ordering};

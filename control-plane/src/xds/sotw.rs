@@ -24,12 +24,13 @@ use std::time::Instant;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 use tonic::{Status, Streaming};
 
 use super::next_nonce;
-use super::resources::{short_hash, Built, TYPED_EXTENSION_CONFIG};
-use super::world::{node_info, NodeInfo, World};
+use super::resources::{short_hash, Built};
+use super::stream::{self, Protocol, Responses};
+use super::world::{NodeInfo, World};
+use envoy_types::pb::envoy::config::core::v3::Node;
 
 struct Sent {
     version: String,
@@ -61,61 +62,42 @@ pub type ResponseStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
 
 /// Serves one stream until the proxy or the server ends it.
 pub fn serve(world: Arc<World>, requests: Streaming<DiscoveryRequest>) -> ResponseStream {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(run(world, requests, tx));
-    ReceiverStream::new(rx)
+    stream::serve::<Sotw>(world, requests)
 }
 
-async fn run(
-    world: Arc<World>,
-    mut requests: impl tokio_stream::Stream<Item = Result<DiscoveryRequest, Status>> + Unpin,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-) {
-    let mut changes = world.subscribe();
-    if world.is_closing() {
-        return; // opened during shutdown: end at once
+struct Sotw;
+
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    type State = TypeState;
+
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
     }
-    let mut node: Option<NodeInfo> = None;
-    let mut types: BTreeMap<String, TypeState> = BTreeMap::new();
-    loop {
-        tokio::select! {
-            request = requests.next() => {
-                let Some(Ok(request)) = request else { break };
-                if node.is_none() {
-                    let Some(first) = request.node.as_ref() else {
-                        let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
-                        break;
-                    };
-                    let info = node_info(first);
-                    world.connect(&info);
-                    node = Some(info);
-                }
-                let Some(node) = node.as_ref() else { break };
-                if request.type_url != TYPED_EXTENSION_CONFIG {
-                    // Only ECDS resources are served; other types stay unanswered.
-                    continue;
-                }
-                let state = types.entry(request.type_url.clone()).or_default();
-                if !handle_request(&world, node, state, &request) {
-                    continue; // stale
-                }
-                if !send_if_changed(&world, node, &request.type_url, state, &tx).await {
-                    break;
-                }
-            }
-            changed = changes.changed() => {
-                if changed.is_err() || world.is_closing() { break }
-                let Some(node) = node.as_ref() else { continue };
-                let mut open = true;
-                for (type_url, state) in &mut types {
-                    open &= send_if_changed(&world, node, type_url, state, &tx).await;
-                }
-                if !open { break }
-            }
-        }
+
+    fn type_url(request: &DiscoveryRequest) -> &str {
+        &request.type_url
     }
-    if let Some(node) = node {
-        world.disconnect(&node);
+
+    fn handle(
+        world: &World,
+        node: &NodeInfo,
+        state: &mut TypeState,
+        request: &DiscoveryRequest,
+        _first: bool,
+    ) -> bool {
+        handle_request(world, node, state, request)
+    }
+
+    async fn send(
+        world: &World,
+        node: &NodeInfo,
+        type_url: &str,
+        state: &mut TypeState,
+        tx: &Responses<DiscoveryResponse>,
+    ) -> bool {
+        send_if_changed(world, node, type_url, state, tx).await
     }
 }
 
