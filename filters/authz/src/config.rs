@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::algorithm::Algorithm;
 use crate::jwks::{self, KeySet};
 use crate::rules::{ClaimCondition, ClaimTest, Requirement, Rule, RuleAction};
-use meshward_filter_common::config_error::{parse_json, ConfigError, JsonPath};
+use meshward_filter_common::config_error::{is_metric_segment, parse_json, ConfigError, JsonPath};
 use meshward_filter_common::duration::{parse_duration_nanos, parse_duration_or_zero_nanos};
 use meshward_filter_common::matcher::{validate_header_name, RequestMatchConfig};
 
@@ -354,6 +354,17 @@ impl AuthzConfig {
     }
 }
 
+/// Provider and rule names become metric name segments.
+fn check_metric_name(name: &str, at: &JsonPath) -> Result<(), ConfigError> {
+    if is_metric_segment(name) {
+        Ok(())
+    } else {
+        Err(at
+            .field("name")
+            .error("use letters, digits, `-` and `_` (it names metrics)"))
+    }
+}
+
 /// RFC 6750 §3: characters allowed inside the `realm`/`error_description` quotes.
 pub fn is_quoted_string_safe(byte: u8) -> bool {
     matches!(byte, 0x20..=0x21 | 0x23..=0x5b | 0x5d..=0x7e)
@@ -361,16 +372,7 @@ pub fn is_quoted_string_safe(byte: u8) -> bool {
 
 impl ProviderConfig {
     fn compile(&self, at: &JsonPath, warnings: &mut Vec<String>) -> Result<Provider, ConfigError> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(at
-                .field("name")
-                .error("use letters, digits, `-` and `_` (it names metrics)"));
-        }
+        check_metric_name(&self.name, at)?;
         if self.issuer.is_empty() {
             return Err(at.field("issuer").error("must not be empty"));
         }
@@ -532,16 +534,7 @@ impl TokenLocationConfig {
 
 impl RuleConfig {
     fn compile(&self, at: &JsonPath, providers: &[Provider]) -> Result<Rule, ConfigError> {
-        if self.name.is_empty()
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(at
-                .field("name")
-                .error("use letters, digits, `-` and `_` (it names metrics)"));
-        }
+        check_metric_name(&self.name, at)?;
         let provider_indexes = self
             .providers
             .iter()

@@ -59,6 +59,15 @@ fn strip_serde_position(message: &str) -> String {
     }
 }
 
+/// Whether `name` can be one segment of a metric name (`meshward.<filter>.rule.<name>.…`):
+/// letters, digits, `-` and `_`, so Envoy's tag extraction finds its boundaries.
+pub fn is_metric_segment(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Builds child paths while validating (`path.field("rules").index(2)`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JsonPath(String);
@@ -95,6 +104,14 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+
+    #[test]
+    fn metric_segments_are_letters_digits_dash_underscore() {
+        assert!(is_metric_segment("per-client_2"));
+        for bad in ["", "a.b", "a b", "é", "a/b"] {
+            assert!(!is_metric_segment(bad), "{bad:?}");
+        }
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::algorithm::{Algorithm, Limit};
 use crate::key::KeyPart;
 use crate::table::KeyTable;
-use meshward_filter_common::config_error::{parse_json, ConfigError, JsonPath};
+use meshward_filter_common::config_error::{is_metric_segment, parse_json, ConfigError, JsonPath};
 use meshward_filter_common::duration::parse_duration_nanos;
 use meshward_filter_common::matcher::{validate_header_name, RequestMatchConfig, RequestMatcher};
 
@@ -227,12 +227,7 @@ fn validate_max_keys(max_keys: u32, path: &JsonPath) -> Result<u32, ConfigError>
 
 impl RuleConfig {
     fn compile(&self, path: &JsonPath, default_max_keys: u32) -> Result<CompiledRule, ConfigError> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= 64
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let name_ok = self.name.len() <= 64 && is_metric_segment(&self.name);
         if !name_ok {
             return Err(path.field("name").error(format!(
                 "{:?} is not a valid rule name: use 1-64 letters, digits, '-' or '_' (it becomes part of metric names)",
