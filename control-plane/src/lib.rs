@@ -10,4 +10,5 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod policy;
 pub mod server;
+pub mod tuning;
 pub mod xds;

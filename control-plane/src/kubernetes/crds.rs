@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::policy::model::{Kind, Policy};
 use crate::policy::validate::{build_policy, Parts};
+use crate::tuning::spec::TuningSettings;
 
 /// Which workloads a policy applies to, like Istio's `selector`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -187,43 +188,8 @@ pub struct TracePolicySpec {
 pub struct RuntimeTuningSpec {
     #[serde(default)]
     pub selector: WorkloadSelector,
-    /// GOMEMLIMIT = this ratio × the container's memory limit (none set: GOMEMLIMIT is left
-    /// unset). Default 0.9.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.1, max = 1.0))]
-    pub memory_limit_ratio: Option<f64>,
-    /// GOGC: a fixed percentage, or adaptive within bounds. Never `off`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gogc: Option<GogcSpec>,
-}
-
-/// Exactly one of `fixed` or `adaptive`.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct GogcSpec {
-    /// A fixed GOGC percentage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 10, max = 10000))]
-    pub fixed: Option<u32>,
-    /// GOGC = clamp(⌊(T − H)/H · 100⌋, min, max), T = targetRatio × limit, H = the live
-    /// heap the agent reports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adaptive: Option<AdaptiveGogc>,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AdaptiveGogc {
-    /// Lower bound (also used when the heap approaches the limit).
-    #[schemars(range(min = 10))]
-    pub min: u32,
-    /// Upper bound.
-    #[schemars(range(min = 10))]
-    pub max: u32,
-    /// T = targetRatio × the memory limit. Default 0.8.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.1, max = 1.0))]
-    pub target_ratio: Option<f64>,
+    #[serde(flatten)]
+    pub settings: TuningSettings,
 }
 
 /// Every CRD as (file name, YAML), in a stable order: what `cargo xtask crds` writes to
@@ -307,6 +273,24 @@ to_policy!(AuthPolicy, Kind::Authz, |_| None);
 to_policy!(IdempotencyPolicy, Kind::Idempotency, |_| None);
 to_policy!(TracePolicy, Kind::Trace, |_| None);
 
+impl ToPolicy for RuntimeTuning {
+    fn to_policy(&self) -> Result<Policy, String> {
+        let at = source(Kind::Tuning, &self.metadata);
+        let config = serde_json::to_value(&self.spec.settings).map_err(|e| format!("{at}: {e}"))?;
+        build_policy(
+            parts(
+                Kind::Tuning,
+                &self.metadata,
+                &self.spec.selector,
+                None,
+                &config,
+            ),
+            &at,
+            &at,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +353,32 @@ spec:
         let err = resource.to_policy().unwrap_err();
         assert!(
             err.contains("spec.scope: expected perReplica or workload"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_runtime_tuning_resource_is_a_tuning_policy() {
+        let resource: RuntimeTuning = serde_yaml::from_str(
+            r#"
+apiVersion: meshward.io/v1alpha1
+kind: RuntimeTuning
+metadata: {name: orders-gc, namespace: shop, generation: 3}
+spec:
+  selector: {matchLabels: {app: orders}}
+  memoryLimitRatio: 0.85
+  gogc: {adaptive: {min: 50, max: 400, step: 20}}
+"#,
+        )
+        .unwrap();
+        let policy = resource.to_policy().unwrap();
+        assert_eq!(policy.kind, Kind::Tuning);
+        assert_eq!(policy.config["gogc"]["adaptive"]["step"], 20);
+        let mut bad = resource.clone();
+        bad.spec.settings.memory_limit_ratio = Some(2.0);
+        let err = bad.to_policy().unwrap_err();
+        assert!(
+            err.starts_with("RuntimeTuning/shop/orders-gc: spec.memoryLimitRatio: 2 is outside"),
             "{err}"
         );
     }

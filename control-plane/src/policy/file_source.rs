@@ -36,7 +36,11 @@ struct Spec {
     #[serde(default)]
     selector: SelectorDocument,
     scope: Option<String>,
-    config: Value,
+    /// The filter's configuration (filter policies).
+    config: Option<Value>,
+    /// `RuntimeTuning` fields (docs/adr/0007).
+    memory_limit_ratio: Option<Value>,
+    gogc: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,11 +86,34 @@ fn to_policy(document: Document, at: &str, source: &str) -> Result<Policy, Strin
     }
     let kind = Kind::from_document_kind(&document.kind).ok_or_else(|| {
         format!(
-            "{at}: kind: {:?} is not one of RateLimitPolicy, AuthPolicy, IdempotencyPolicy, TracePolicy",
+            "{at}: kind: {:?} is not one of RateLimitPolicy, AuthPolicy, IdempotencyPolicy, TracePolicy, RuntimeTuning",
             document.kind
         )
     })?;
     let spec = document.spec;
+    let config = if kind == Kind::Tuning {
+        if spec.config.is_some() {
+            return Err(format!(
+                "{at}: spec.config: a RuntimeTuning has memoryLimitRatio and gogc, not config"
+            ));
+        }
+        let mut settings = serde_json::Map::new();
+        if let Some(ratio) = spec.memory_limit_ratio {
+            settings.insert("memoryLimitRatio".into(), ratio);
+        }
+        if let Some(gogc) = spec.gogc {
+            settings.insert("gogc".into(), gogc);
+        }
+        Value::Object(settings)
+    } else {
+        if spec.memory_limit_ratio.is_some() || spec.gogc.is_some() {
+            return Err(format!(
+                "{at}: spec: memoryLimitRatio and gogc belong to a RuntimeTuning"
+            ));
+        }
+        spec.config
+            .ok_or_else(|| format!("{at}: spec.config: missing (the filter's configuration)"))?
+    };
     build_policy(
         Parts {
             kind,
@@ -95,7 +122,7 @@ fn to_policy(document: Document, at: &str, source: &str) -> Result<Policy, Strin
             match_labels: spec.selector.match_labels,
             workloads: spec.selector.workloads,
             scope: spec.scope,
-            config: spec.config,
+            config,
         },
         at,
         source,
@@ -306,6 +333,37 @@ spec:
         assert_eq!(policies[0].config["rules"][0]["limit"]["requests"], 10);
         assert_eq!(policies[1].namespace, "default");
         assert_eq!(policies[1].source, "p.yaml#2");
+    }
+
+    #[test]
+    fn runtime_tuning_documents_carry_their_settings() {
+        let text = r#"
+apiVersion: meshward.io/v1alpha1
+kind: RuntimeTuning
+metadata: {name: orders-gc, namespace: shop}
+spec:
+  selector: {matchLabels: {app: orders}}
+  memoryLimitRatio: 0.85
+  gogc: {adaptive: {min: 50, max: 400}}
+"#;
+        let policies = parse_file("t.yaml", text).unwrap();
+        assert_eq!(policies[0].kind, Kind::Tuning);
+        assert_eq!(
+            policies[0].config,
+            serde_json::json!({"memoryLimitRatio": 0.85, "gogc": {"adaptive": {"min": 50, "max": 400}}})
+        );
+        let err = parse_file("t.yaml", &text.replace("min: 50", "min: 0")).unwrap_err();
+        assert!(
+            err.contains("t.yaml (document 1): spec.gogc.adaptive.min: 0 is outside"),
+            "{err}"
+        );
+        let err = parse_file("t.yaml", &text.replace("RuntimeTuning", "TracePolicy")).unwrap_err();
+        assert!(
+            err.contains("memoryLimitRatio and gogc belong to a RuntimeTuning"),
+            "{err}"
+        );
+        let err = parse_file("t.yaml", &GOOD.replace("  config: {providers: []}", "")).unwrap_err();
+        assert!(err.contains("spec.config: missing"), "{err}");
     }
 
     #[test]

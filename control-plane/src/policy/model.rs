@@ -8,17 +8,27 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-/// Which filter a policy configures.
+/// What a policy configures: one of the four filters, or an application's runtime
+/// (`RuntimeTuning`, delivered to agents rather than to Envoy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     RateLimit,
     Authz,
     Idempotency,
     Trace,
+    Tuning,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::RateLimit, Kind::Authz, Kind::Idempotency, Kind::Trace];
+    /// The filter kinds: one ECDS resource each.
+    pub const FILTERS: [Kind; 4] = [Kind::RateLimit, Kind::Authz, Kind::Idempotency, Kind::Trace];
+    pub const ALL: [Kind; 5] = [
+        Kind::RateLimit,
+        Kind::Authz,
+        Kind::Idempotency,
+        Kind::Trace,
+        Kind::Tuning,
+    ];
 
     /// The policy document's `kind`.
     pub fn document_kind(self) -> &'static str {
@@ -27,6 +37,7 @@ impl Kind {
             Kind::Authz => "AuthPolicy",
             Kind::Idempotency => "IdempotencyPolicy",
             Kind::Trace => "TracePolicy",
+            Kind::Tuning => "RuntimeTuning",
         }
     }
 
@@ -34,27 +45,32 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.document_kind() == kind)
     }
 
-    /// The ECDS resource name Envoy's `config_discovery` asks for.
+    /// The ECDS resource name Envoy's `config_discovery` asks for (`Tuning` has none:
+    /// its documents are per instance, see `tuning`).
     pub fn resource_name(self) -> &'static str {
         match self {
             Kind::RateLimit => "meshward.ratelimit",
             Kind::Authz => "meshward.authz",
             Kind::Idempotency => "meshward.idempotency",
             Kind::Trace => "meshward.trace-inject",
+            Kind::Tuning => "",
         }
     }
 
     pub fn from_resource_name(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.resource_name() == name)
+        Kind::FILTERS
+            .into_iter()
+            .find(|k| k.resource_name() == name)
     }
 
-    /// The wasm module (file stem, `root_id` and `vm_id`).
+    /// The wasm module (file stem, `root_id` and `vm_id`); empty for `Tuning`.
     pub fn module(self) -> &'static str {
         match self {
             Kind::RateLimit => "meshward_ratelimit",
             Kind::Authz => "meshward_authz",
             Kind::Idempotency => "meshward_idempotency",
             Kind::Trace => "meshward_trace_inject",
+            Kind::Tuning => "",
         }
     }
 
@@ -68,7 +84,7 @@ impl Kind {
                 "rules": [{"name": "no-policy", "action": "allow", "require": "anonymous"}]
             }),
             Kind::Idempotency => serde_json::json!({"routes": []}),
-            Kind::Trace => serde_json::json!({}),
+            Kind::Trace | Kind::Tuning => serde_json::json!({}),
         }
     }
 }
@@ -174,7 +190,10 @@ mod tests {
     fn kinds_round_trip_their_names() {
         for kind in Kind::ALL {
             assert_eq!(Kind::from_document_kind(kind.document_kind()), Some(kind));
+        }
+        for kind in Kind::FILTERS {
             assert_eq!(Kind::from_resource_name(kind.resource_name()), Some(kind));
         }
+        assert_eq!(Kind::from_resource_name(""), None);
     }
 }

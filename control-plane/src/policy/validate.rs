@@ -62,6 +62,11 @@ pub fn build_policy(parts: Parts, at: &str, source: &str) -> Result<Policy, Stri
             "{at}: spec.config: expected an object (the filter's JSON configuration)"
         ));
     }
+    if kind == Kind::Tuning {
+        // No filter validates these: the control plane is the authority.
+        crate::tuning::spec::TuningSettings::from_config(&config)
+            .map_err(|e| format!("{at}: {e}"))?;
+    }
     Ok(Policy {
         kind,
         namespace,
