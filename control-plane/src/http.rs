@@ -1,7 +1,8 @@
 //! The HTTP endpoint: `/status` (JSON: policies, refused files, workloads with their
 //! replica counts, per proxy the pushed and ACKed versions and NACK messages),
 //! `/metrics` (Prometheus), `/modules/<module>.wasm` (the wasm modules Envoy fetches as
-//! a remote data source, with their sha256 in `x-sha256`) and `/healthz`.
+//! a remote data source, with their sha256 in `x-sha256`) and `/healthz`; runtime
+//! tuning's `/tuning/v1/...` routes come from [`crate::tuning::http`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,9 +27,16 @@ pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
+        .route("/delivery", get(delivery))
         .route("/metrics", get(metrics))
         .route("/modules/{file}", get(module))
+        .merge(crate::tuning::http::routes())
         .with_state(state)
+}
+
+/// This replica's view of every policy's delivery, for the status writer (peers.rs).
+async fn delivery(State(state): State<HttpState>) -> Json<crate::kubernetes::peers::ReplicaView> {
+    Json(crate::kubernetes::peers::local_view(&state.world))
 }
 
 async fn status(State(state): State<HttpState>) -> Json<serde_json::Value> {

@@ -3,7 +3,8 @@
 //! and a status/metrics endpoint over HTTP.
 //!
 //! [`policy`] is the source-independent model with the file source; [`xds`] the server;
-//! [`http`] the status, metrics and module endpoints; [`server`] wires them together.
+//! [`http`] the status, metrics and module endpoints; [`tuning`] runtime tuning
+//! (GOMEMLIMIT, GOGC) for application agents; [`server`] wires them together.
 
 pub mod http;
 pub mod kubernetes;

@@ -4,12 +4,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use meshward_control_plane::server::{start, ModuleMode, Options};
+use meshward_control_plane::kubernetes::controller::KubernetesOptions;
+use meshward_control_plane::server::{start_with, ModuleMode, Options};
 
 const USAGE: &str = "\
 usage: meshward-control-plane --policy-dir DIR [options]
+       meshward-control-plane --kubernetes [--policy-dir DIR] [options]
 
-  --policy-dir DIR        YAML policies, watched (required)
+  --policy-dir DIR        YAML policies, watched (required without --kubernetes)
+  --kubernetes            also read meshward.io custom resources from the cluster
+                          (in-cluster service account, or KUBECONFIG) and write
+                          their status; precedence: README, Policies
+  --namespace NS          where the status Lease lives [$POD_NAMESPACE, else
+                          meshward-system]
+  --identity NAME         this replica in the Lease [$POD_NAME, else $HOSTNAME]
+  --lease-duration DUR    how long a status writer's claim lasts [15s]
+  --peer-selector LABELS  the control plane's own pod labels (k=v,...): the status
+                          writer adds the proxies of these peers (GET /delivery on
+                          the same HTTP port) to Programmed [none: one replica]
   --xds-addr ADDR         gRPC xDS (ADS + ECDS) listen address   [127.0.0.1:18000]
   --http-addr ADDR        /status, /metrics, /modules, /healthz   [127.0.0.1:18001]
   --module-dir DIR        modules are local files on the proxies: DIR/<module>.wasm
@@ -21,7 +33,37 @@ usage: meshward-control-plane --policy-dir DIR [options]
   --poll-interval DUR     how often the policy directory is read [200ms]
 ";
 
-fn parse(args: &[String]) -> Result<Options, String> {
+fn parse_duration_ms(flag: &str, text: &str) -> Result<u64, String> {
+    text.strip_suffix("ms")
+        .and_then(|n| n.parse().ok())
+        .or_else(|| {
+            text.strip_suffix('s')
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(|s| s * 1000)
+        })
+        .filter(|ms| *ms > 0)
+        .ok_or(format!("{flag}: expected e.g. 200ms or 1s, got {text:?}"))
+}
+
+/// `app=meshward-control-plane,tier=x` → labels.
+fn parse_labels(
+    flag: &str,
+    text: &str,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or(format!(
+                    "{flag}: expected key=value[,key=value], got {text:?}"
+                ))
+        })
+        .collect()
+}
+
+fn parse(args: &[String]) -> Result<(Options, Option<KubernetesOptions>), String> {
     let mut policy_dir = None;
     let mut xds_addr = "127.0.0.1:18000".to_owned();
     let mut http_addr = "127.0.0.1:18001".to_owned();
@@ -30,6 +72,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut module_base_url = None;
     let mut wasm_dir = None;
     let mut poll_ms = 200u64;
+    let mut kubernetes = false;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut namespace = env("POD_NAMESPACE").unwrap_or_else(|| "meshward-system".into());
+    let mut identity = env("POD_NAME").or_else(|| env("HOSTNAME"));
+    let mut lease_ms = 15_000u64;
+    let mut peer_selector = std::collections::BTreeMap::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
@@ -41,21 +89,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--module-cluster" => module_cluster = Some(value()?),
             "--module-base-url" => module_base_url = Some(value()?),
             "--wasm-dir" => wasm_dir = Some(PathBuf::from(value()?)),
-            "--poll-interval" => {
-                let text = value()?;
-                poll_ms = text
-                    .strip_suffix("ms")
-                    .and_then(|n| n.parse().ok())
-                    .or_else(|| {
-                        text.strip_suffix('s')
-                            .and_then(|n| n.parse::<u64>().ok())
-                            .map(|s| s * 1000)
-                    })
-                    .filter(|ms| *ms > 0)
-                    .ok_or(format!(
-                        "--poll-interval: expected e.g. 200ms or 1s, got {text:?}"
-                    ))?;
-            }
+            "--poll-interval" => poll_ms = parse_duration_ms(flag, &value()?)?,
+            "--kubernetes" => kubernetes = true,
+            "--namespace" => namespace = value()?,
+            "--identity" => identity = Some(value()?),
+            "--peer-selector" => peer_selector = parse_labels(flag, &value()?)?,
+            "--lease-duration" => lease_ms = parse_duration_ms(flag, &value()?)?.max(1000),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other}")),
         }
@@ -65,8 +104,26 @@ fn parse(args: &[String]) -> Result<Options, String> {
         (Some(cluster), Some(base_url)) => ModuleMode::Remote { cluster, base_url },
         _ => return Err("--module-cluster and --module-base-url go together".into()),
     };
-    Ok(Options {
-        policy_dir: policy_dir.ok_or("--policy-dir is required")?,
+    let kubernetes = if kubernetes {
+        Some(KubernetesOptions {
+            namespace,
+            identity: identity.ok_or("--kubernetes needs --identity (or $POD_NAME / $HOSTNAME)")?,
+            lease_duration: Duration::from_millis(lease_ms),
+            sync_timeout: Duration::from_secs(60),
+            peer_selector,
+            peer_http_port: 0,
+        })
+    } else {
+        None
+    };
+    let policy_dir = match (policy_dir, &kubernetes) {
+        (Some(dir), _) => dir,
+        // Kubernetes alone: no file source.
+        (None, Some(_)) => PathBuf::new(),
+        (None, None) => return Err("--policy-dir is required (or --kubernetes)".into()),
+    };
+    let options = Options {
+        policy_dir,
         xds_addr: xds_addr
             .parse()
             .map_err(|e| format!("--xds-addr {xds_addr}: {e}"))?,
@@ -76,13 +133,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
         wasm_dir,
         modules,
         poll_interval: Duration::from_millis(poll_ms),
-    })
+    };
+    Ok((options, kubernetes))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let options = match parse(&args) {
-        Ok(options) => options,
+    let (options, kubernetes) = match parse(&args) {
+        Ok(parsed) => parsed,
         Err(message) => {
             if !message.is_empty() {
                 eprintln!("meshward-control-plane: {message}\n");
@@ -106,7 +164,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let running = match start(options).await {
+        let running = match start_with(options, kubernetes).await {
             Ok(running) => running,
             Err(err) => {
                 eprintln!("meshward-control-plane: {err}");

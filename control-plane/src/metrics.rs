@@ -22,6 +22,48 @@ pub struct Metrics {
     pub push_to_ack: Histogram,
     pub policy_errors: Gauge,
     pub policies: Gauge,
+    /// Runtime tuning (docs/adr/0007), named `meshward_cp_tuning_*` as the ADR fixes.
+    pub tuning: TuningMetrics,
+    tuning_registry: Registry,
+}
+
+/// The runtime-tuning metrics; clones share the series.
+#[derive(Clone, Debug, Default)]
+pub struct TuningMetrics {
+    /// Application instances known (reporting or holding a stream).
+    pub instances: Gauge,
+    /// Tuning documents sent to agents (xDS responses, HTTP settings answers with a body).
+    pub pushes: Counter,
+    /// Heap reports received (HTTP and gRPC).
+    pub reports: Counter,
+    /// 1 while any instance of the workload has its GOGC held at the minimum because
+    /// the heap is near the target; no series otherwise.
+    pub heap_near_limit: Family<WorkloadLabels, Gauge>,
+}
+
+impl TuningMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "instances",
+            "Application instances known to runtime tuning",
+            self.instances.clone(),
+        );
+        registry.register(
+            "pushes",
+            "Runtime tuning documents sent to agents",
+            self.pushes.clone(),
+        );
+        registry.register(
+            "reports",
+            "Runtime reports (live heap, memory limit) received from agents",
+            self.reports.clone(),
+        );
+        registry.register(
+            "heap_near_limit",
+            "1 while an instance of the workload has GOGC held at its minimum (heap near the target)",
+            self.heap_near_limit.clone(),
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -57,6 +99,9 @@ impl Default for Metrics {
         );
         let policies = Gauge::default();
         registry.register("policies", "Policies in force", policies.clone());
+        let tuning = TuningMetrics::default();
+        let mut tuning_registry = Registry::with_prefix("meshward_cp_tuning");
+        tuning.register(&mut tuning_registry);
         Self {
             registry,
             connected_proxies,
@@ -66,6 +111,8 @@ impl Default for Metrics {
             push_to_ack,
             policy_errors,
             policies,
+            tuning,
+            tuning_registry,
         }
     }
 }
@@ -73,7 +120,11 @@ impl Default for Metrics {
 impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        // Two prefixes, one exposition: a single `# EOF` at the end.
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.tuning_registry);
+        let _ = encode_eof(&mut out);
         out
     }
 }

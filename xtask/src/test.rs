@@ -1,11 +1,12 @@
 //! `cargo xtask test`: the whole gate CI runs — formatting, lints (native and wasm),
-//! unit tests natively and as wasm32 under Node, the wasm build, and the e2e tests
+//! unit tests natively and as wasm32 under Node, the wasm build, the Go tuning agent
+//! (`go vet`/`go test`, probe build; skipped loudly without Go), and the e2e tests
 //! against real Envoy.
 
 use std::time::Instant;
 
 use crate::run::{cargo, output, path_with_tools, step};
-use crate::{build_wasm, setup};
+use crate::{build_wasm, go, setup};
 
 /// Crates whose core is also tested as wasm32-unknown-unknown (without proxy-wasm).
 const WASM_TESTED: [&str; 5] = [
@@ -64,6 +65,9 @@ pub fn run() -> Result<(), String> {
         &mut wasm_tests,
     )?;
 
+    // Before the e2e tests: they run the probe it builds.
+    let go_agent = go::run()?;
+
     let mut native = cargo();
     if output("cargo-nextest", &["--version"]).is_some()
         || output("cargo", &["nextest", "--version"]).is_some()
@@ -92,5 +96,6 @@ pub fn run() -> Result<(), String> {
         "\nall checks passed in {:.0}s",
         started.elapsed().as_secs_f64()
     );
+    go_agent.repeat_warning();
     Ok(())
 }

@@ -21,8 +21,8 @@ use tonic::{Status, Streaming};
 
 use super::next_nonce;
 use super::stream::{self, Protocol, Responses};
+use super::types;
 use super::world::{NodeInfo, World};
-use crate::policy::model::Kind;
 use envoy_types::pb::envoy::config::core::v3::Node;
 
 struct Pending {
@@ -92,7 +92,7 @@ fn handle_request(
     first: bool,
 ) {
     // Only names this server knows are kept: a client cannot grow the state at will.
-    let known_name = |name: &String| Kind::from_resource_name(name).is_some();
+    let known_name = |name: &String| types::known_name(&request.type_url, name, node);
     if first {
         for (name, version) in request
             .initial_resource_versions
@@ -121,7 +121,9 @@ fn handle_request(
                     }
                     world.on_nack(node, &pending.resources, &error.message);
                 }
-                None => world.on_ack(
+                None => types::on_ack(
+                    world,
+                    &request.type_url,
                     node,
                     &pending.resources,
                     Some(pending.at.elapsed().as_secs_f64()),
@@ -158,7 +160,7 @@ async fn send_changes(
     let mut resources = Vec::new();
     let mut removed = Vec::new();
     for name in &state.subscribed {
-        match world.resource(name, node) {
+        match types::resource(world, type_url, name, node) {
             Some(built) => {
                 let current = state.known.get(name) == Some(&built.version);
                 let rejected = state
@@ -206,7 +208,7 @@ async fn send_changes(
         nonce: nonce.clone(),
         ..Default::default()
     };
-    world.on_push(node, &sent);
+    types::on_push(world, type_url, node, &sent);
     state.pending.push(Pending {
         nonce,
         at: Instant::now(),

@@ -1,12 +1,15 @@
-//! The xDS server: shared state ([`world`]), ECDS resources ([`resources`]), the SotW
-//! and Delta stream protocols ([`sotw`], [`delta`]) on one stream loop ([`stream`]) and the
-//! gRPC services ([`service`]).
+//! The xDS server: shared state ([`world`]), ECDS resources ([`resources`]), runtime
+//! tuning documents ([`tuning`]), the served types ([`types`]), the SotW and Delta
+//! stream protocols ([`sotw`], [`delta`]) on one stream loop ([`stream`]) and the gRPC
+//! services ([`service`]).
 
 pub mod delta;
 pub mod resources;
 pub mod service;
 pub mod sotw;
 pub mod stream;
+pub mod tuning;
+pub mod types;
 pub mod world;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -29,6 +29,7 @@ use tonic::{Status, Streaming};
 use super::next_nonce;
 use super::resources::{short_hash, Built};
 use super::stream::{self, Protocol, Responses};
+use super::types;
 use super::world::{NodeInfo, World};
 use envoy_types::pb::envoy::config::core::v3::Node;
 
@@ -146,7 +147,9 @@ fn handle_request(
                 for built in &sent.resources {
                     state.acked.insert(built.name.clone(), built.clone());
                 }
-                world.on_ack(
+                types::on_ack(
+                    world,
+                    &request.type_url,
                     node,
                     &pairs(&sent.resources),
                     Some(sent.at.elapsed().as_secs_f64()),
@@ -177,11 +180,11 @@ fn handle_request(
 
 /// What the next response carries: the ACKed content of every subscribed resource plus
 /// at most one change (see the module documentation).
-fn compose(world: &World, node: &NodeInfo, state: &TypeState) -> Vec<Built> {
+fn compose(world: &World, node: &NodeInfo, type_url: &str, state: &TypeState) -> Vec<Built> {
     let current: Vec<Built> = state
         .names
         .iter()
-        .filter_map(|name| world.resource(name, node))
+        .filter_map(|name| types::resource(world, type_url, name, node))
         .collect();
     let first_answer =
         state.acked.is_empty() && state.sent.as_ref().is_none_or(|s| s.resources.is_empty());
@@ -231,7 +234,7 @@ async fn send_if_changed(
     if state.sent.as_ref().is_some_and(|s| !s.settled) {
         return true; // one response in flight at a time
     }
-    let built = compose(world, node, state);
+    let built = compose(world, node, type_url, state);
     if built.is_empty() && state.sent.as_ref().is_none_or(|s| s.resources.is_empty()) {
         return true; // nothing exists yet: sent when it appears
     }
@@ -251,7 +254,7 @@ async fn send_if_changed(
         nonce: nonce.clone(),
         ..Default::default()
     };
-    world.on_push(node, &pairs(&built));
+    types::on_push(world, type_url, node, &pairs(&built));
     state.sent = Some(Sent {
         version,
         nonce,

@@ -1,6 +1,8 @@
 //! The stream loop SotW and Delta share: read the node from the first request,
-//! register the proxy, feed each ECDS request to the protocol, recompute on every world
-//! change, end on shutdown, and unregister when the stream goes away. What a request
+//! register the client by the types it asks for (an Envoy proxy for ECDS, a tuning
+//! agent for runtime tuning: [`super::types`]), feed each request of a served type to
+//! the protocol, recompute on every world change (agents: also on every tuning document
+//! change), end on shutdown, and unregister when the stream goes away. What a request
 //! means and what a response carries is the protocol's ([`super::sotw`], [`super::delta`]).
 
 use std::collections::BTreeMap;
@@ -13,7 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use super::resources::TYPED_EXTENSION_CONFIG;
+use super::tuning::{agent_metadata, attach};
+use super::types::{role, Role};
 use super::world::{node_info, NodeInfo, World};
 
 pub type Responses<R> = mpsc::Sender<Result<R, Status>>;
@@ -63,10 +66,14 @@ async fn run<P: Protocol>(
     tx: Responses<P::Response>,
 ) {
     let mut changes = world.subscribe();
+    let mut tuning_changes = world.tuning.subscribe();
     if world.is_closing() {
         return; // opened during shutdown: end at once
     }
     let mut node: Option<NodeInfo> = None;
+    let mut metadata = None;
+    // Registered as a proxy (a replica of its workload) / as a tuning agent.
+    let (mut proxy, mut agent) = (false, false);
     let mut types: BTreeMap<String, P::State> = BTreeMap::new();
     loop {
         tokio::select! {
@@ -77,15 +84,29 @@ async fn run<P: Protocol>(
                         let _ = tx.send(Err(Status::invalid_argument("the first request must carry the node"))).await;
                         break;
                     };
-                    let info = node_info(first);
-                    world.connect(&info);
-                    node = Some(info);
+                    node = Some(node_info(first));
+                    metadata = Some(agent_metadata(first));
                 }
                 let Some(node) = node.as_ref() else { break };
                 let type_url = P::type_url(&request);
-                if type_url != TYPED_EXTENSION_CONFIG {
-                    // Only ECDS resources are served; other types stay unanswered.
-                    continue;
+                // Registered on the first request of a served type: a tuning agent is
+                // no replica of its workload (rate-limit splits count proxies only).
+                match role(type_url) {
+                    // Other types stay unanswered.
+                    None => continue,
+                    Some(Role::Proxy) if !proxy => {
+                        world.connect(node);
+                        proxy = true;
+                    }
+                    Some(Role::Agent) if !agent => {
+                        let Some(metadata) = metadata.as_ref() else { break };
+                        if let Err(status) = attach(&world, node, metadata) {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                        agent = true;
+                    }
+                    Some(_) => {}
                 }
                 let first = !types.contains_key(type_url);
                 let state = types.entry(type_url.to_owned()).or_default();
@@ -99,15 +120,36 @@ async fn run<P: Protocol>(
             changed = changes.changed() => {
                 if changed.is_err() || world.is_closing() { break }
                 let Some(node) = node.as_ref() else { continue };
-                let mut open = true;
-                for (type_url, state) in &mut types {
-                    open &= P::send(&world, node, type_url, state, &tx).await;
-                }
-                if !open { break }
+                if !send_all::<P>(&world, node, &mut types, &tx).await { break }
+            }
+            // Heap reports move documents without a world change; only agents care.
+            changed = tuning_changes.changed(), if agent => {
+                if changed.is_err() || world.is_closing() { break }
+                let Some(node) = node.as_ref() else { continue };
+                if !send_all::<P>(&world, node, &mut types, &tx).await { break }
             }
         }
     }
     if let Some(node) = node {
-        world.disconnect(&node);
+        if proxy {
+            world.disconnect(&node);
+        }
+        if agent {
+            world.tuning.detach(&node.id);
+        }
     }
+}
+
+/// Recomputes every type of the stream; `false` when the stream is closed.
+async fn send_all<P: Protocol>(
+    world: &World,
+    node: &NodeInfo,
+    types: &mut BTreeMap<String, P::State>,
+    tx: &Responses<P::Response>,
+) -> bool {
+    let mut open = true;
+    for (type_url, state) in types {
+        open &= P::send(world, node, type_url, state, tx).await;
+    }
+    open
 }

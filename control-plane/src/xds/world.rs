@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::metrics::{Metrics, WorkloadLabels};
 use crate::policy::compile::{filter_config, Replica};
 use crate::policy::model::{Kind, Policy, Workload};
+use crate::policy::sources::{Source, Sources};
 use crate::xds::resources::{build, Built, ModuleSource};
 
 /// A proxy as identified by its node.
@@ -86,20 +87,28 @@ pub struct Nack {
 pub struct ProxyStatus {
     pub namespace: String,
     pub workload: String,
+    pub labels: BTreeMap<String, String>,
     pub streams: usize,
     pub connected_at_unix: u64,
     pub resources: BTreeMap<String, ResourceStatus>,
 }
 
 pub struct World {
+    /// Each source's last policies; `policies` is their merge.
+    sources: Mutex<Sources>,
     policies: RwLock<Arc<Vec<Policy>>>,
     policy_errors: RwLock<Vec<String>>,
     /// workload key → node id → open streams.
     replicas: Mutex<BTreeMap<String, BTreeMap<String, usize>>>,
     generation: watch::Sender<u64>,
+    /// Moves when what a policy's `Programmed` status depends on changes (ACK, NACK,
+    /// proxies coming and going), for the Kubernetes status writer.
+    delivery: watch::Sender<u64>,
     modules: ModuleSource,
     proxies: Mutex<BTreeMap<String, ProxyStatus>>,
     pub metrics: Metrics,
+    /// Runtime tuning instances and their documents (docs/adr/0007).
+    pub tuning: crate::tuning::state::Tuning,
     pub started: Instant,
     closing: std::sync::atomic::AtomicBool,
 }
@@ -125,14 +134,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl World {
     pub fn new(modules: ModuleSource) -> Arc<Self> {
+        let metrics = Metrics::default();
         Arc::new(Self {
+            sources: Mutex::new(Sources::default()),
             policies: RwLock::new(Arc::new(Vec::new())),
             policy_errors: RwLock::new(Vec::new()),
             replicas: Mutex::new(BTreeMap::new()),
             generation: watch::channel(0).0,
+            delivery: watch::channel(0).0,
             modules,
             proxies: Mutex::new(BTreeMap::new()),
-            metrics: Metrics::default(),
+            tuning: crate::tuning::state::Tuning::new(metrics.tuning.clone()),
+            metrics,
             started: Instant::now(),
             closing: std::sync::atomic::AtomicBool::new(false),
         })
@@ -140,6 +153,35 @@ impl World {
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// Wakes on ACKs, NACKs, connects and disconnects (see `delivery`).
+    pub fn subscribe_delivery(&self) -> watch::Receiver<u64> {
+        self.delivery.subscribe()
+    }
+
+    fn delivery_changed(&self) {
+        self.delivery.send_modify(|g| *g += 1);
+    }
+
+    /// A source's new policies and errors; the merge of all sources goes into force.
+    pub fn set_source(&self, source: Source, policies: Vec<Policy>, errors: Vec<String>) {
+        let (policies, errors) = {
+            let mut sources = lock(&self.sources);
+            sources.set(source, policies, errors);
+            sources.merged()
+        };
+        self.set_policies(policies, errors);
+    }
+
+    /// A source's errors changed but its policies did not (no push).
+    pub fn set_source_errors(&self, source: Source, errors: Vec<String>) {
+        let (_, errors) = {
+            let mut sources = lock(&self.sources);
+            sources.set_errors(source, errors);
+            sources.merged()
+        };
+        self.set_policy_errors(errors);
     }
 
     /// Shutting down: every stream ends at its next wake-up (now).
@@ -157,6 +199,7 @@ impl World {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// Puts `policies` in force as they are (tests; sources use [`World::set_source`]).
     pub fn set_policies(&self, policies: Vec<Policy>, errors: Vec<String>) {
         self.metrics
             .policies
@@ -164,10 +207,13 @@ impl World {
         self.metrics
             .policy_errors
             .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+        let policies = Arc::new(policies);
+        // Tuning documents follow the policies (recomputed, pollers woken).
+        self.tuning.set_policies(policies.clone());
         *self
             .policies
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policies;
         *self
             .policy_errors
             .write()
@@ -192,7 +238,8 @@ impl World {
             .clone()
     }
 
-    fn policies(&self) -> Arc<Vec<Policy>> {
+    /// The policies in force (all sources merged).
+    pub fn policies(&self) -> Arc<Vec<Policy>> {
         self.policies
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -218,6 +265,7 @@ impl World {
                 .or_insert_with(|| ProxyStatus {
                     namespace: node.workload.namespace.clone(),
                     workload: node.workload.name.clone(),
+                    labels: node.workload.labels.clone(),
                     streams: 0,
                     connected_at_unix: unix_now(),
                     resources: BTreeMap::new(),
@@ -231,6 +279,7 @@ impl World {
                 .inc();
         }
         self.bump();
+        self.delivery_changed();
     }
 
     pub fn disconnect(&self, node: &NodeInfo) {
@@ -273,6 +322,7 @@ impl World {
             }
         }
         self.bump();
+        self.delivery_changed();
     }
 
     /// This node's position among its workload's connected replicas.
@@ -325,6 +375,8 @@ impl World {
                 entry.nack = None;
             }
         }
+        drop(proxies);
+        self.delivery_changed();
     }
 
     pub fn on_nack(&self, node: &NodeInfo, resources: &[(String, String)], message: &str) {
@@ -349,6 +401,13 @@ impl World {
                 });
             }
         }
+        drop(proxies);
+        self.delivery_changed();
+    }
+
+    /// Every connected proxy with what it was sent and accepted (for `Programmed`).
+    pub fn proxies(&self) -> BTreeMap<String, ProxyStatus> {
+        lock(&self.proxies).clone()
     }
 
     /// The status document served at `/status`.
@@ -376,6 +435,7 @@ impl World {
             "policyErrors": self.policy_errors(),
             "workloads": replicas,
             "proxies": proxies,
+            "tuning": self.tuning.status(),
         })
     }
 }

@@ -1,0 +1,3 @@
+module github.com/meshward/meshward/agents/go
+
+go 1.19
