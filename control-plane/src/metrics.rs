@@ -22,7 +22,7 @@ pub struct Metrics {
     pub push_to_ack: Histogram,
     pub policy_errors: Gauge,
     pub policies: Gauge,
-    /// Runtime tuning (docs/adr/0007), named `meshward_cp_tuning_*` as the ADR fixes.
+    /// Runtime tuning (docs/adr/0007), named `meshward_control_plane_tuning_*` (the control plane prefix, ADR 0007).
     pub tuning: TuningMetrics,
     tuning_registry: Registry,
 }
@@ -100,7 +100,7 @@ impl Default for Metrics {
         let policies = Gauge::default();
         registry.register("policies", "Policies in force", policies.clone());
         let tuning = TuningMetrics::default();
-        let mut tuning_registry = Registry::with_prefix("meshward_cp_tuning");
+        let mut tuning_registry = Registry::with_prefix("meshward_control_plane_tuning");
         tuning.register(&mut tuning_registry);
         Self {
             registry,

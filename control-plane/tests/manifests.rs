@@ -8,10 +8,14 @@
 //!   accepted by the filter itself, run by real Envoy;
 //! - the RBAC grants exactly `kubernetes::REQUIRED_PERMISSIONS` to the ServiceAccount the
 //!   Deployment runs as;
+//! - the Deployment's flags are the binary's, and the pieces that must agree do (Service
+//!   and container ports, the clusters of the bootstrap override, the module URL, the
+//!   EnvoyFilter's selector and the sample app's labels and annotation, the image);
 //! - the mesh wiring (the EnvoyFilter's HTTP filter + the bootstrap override's clusters)
-//!   is accepted by real Envoy, and — with the control plane binary started with the
-//!   Deployment's own flags — a sidecar-shaped Envoy passes traffic while the control
-//!   plane is unreachable, then enforces the example RateLimitPolicy once it is up.
+//!   is accepted by real Envoy; a sidecar-shaped Envoy built from them passes traffic
+//!   when no control plane answers, and with the control plane binary started with the
+//!   Deployment's own flags it downloads the module and enforces the example
+//!   RateLimitPolicy (429 with Retry-After and RateLimit fields).
 //!
 //! Envoy comes from `.venv/bin/envoy` (or `MESHWARD_ENVOY`) and the modules from
 //! `target/meshward-wasm/`; without them these tests fail and say which command to run.
@@ -645,11 +649,29 @@ fn mesh() -> Mesh {
     );
     assert!(args.iter().any(|a| a == "--kubernetes"), "Kubernetes mode");
     assert_eq!(flag(&args, "--namespace"), Some("$(POD_NAMESPACE)"));
+    // With several replicas the status writer must find its peers by their pod labels.
+    if deployment["spec"]["replicas"].as_u64().unwrap_or(1) > 1 {
+        let selector = flag(&args, "--peer-selector").expect("--peer-selector with replicas > 1");
+        let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        for pair in selector.split(',') {
+            let (key, value) = pair.split_once('=').expect("k=v");
+            assert_eq!(
+                pod_labels[key], value,
+                "--peer-selector {pair} is not a pod label"
+            );
+        }
+    }
     let env = container["env"].as_array().unwrap();
     assert!(
         env.iter().any(|e| e["name"] == "POD_NAMESPACE"
             && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"),
         "POD_NAMESPACE from the downward API"
+    );
+    // The replica's Lease identity (--identity defaults to $POD_NAME).
+    assert!(
+        env.iter().any(|e| e["name"] == "POD_NAME"
+            && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"),
+        "POD_NAME from the downward API"
     );
     for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(container[probe]["httpGet"]["path"], "/healthz", "{probe}");
@@ -746,7 +768,7 @@ fn start_sidecar(
     std::fs::write(&config, bootstrap.to_string()).unwrap();
     let log = dir.join("envoy.log");
     let admin_file = dir.join("admin.address");
-    let envoy = Process::spawn(
+    let mut envoy = Process::spawn(
         Command::new(envoy_binary())
             .arg("-c")
             .arg(&config)
@@ -820,9 +842,7 @@ fn with_the_control_plane_the_sidecar_enforces_the_example_policy() {
         dir.path().join("control-plane.log"),
     )
     .wait_listening();
-    eprintln!("T cp up {:?}", std::time::SystemTime::now());
     let (envoy, port) = start_sidecar(&mesh, dir.path(), (xds_port, http_port), |_| {});
-    eprintln!("T envoy up {:?}", std::time::SystemTime::now());
 
     // The listener warms until the configuration and its module are in, so the first
     // answer is already the example's: its `onAllowed` fields name the rule.
@@ -831,7 +851,6 @@ fn with_the_control_plane_the_sidecar_enforces_the_example_policy() {
     let rule_name = str_at(rule, "/name");
     let limit = rule["limit"]["requests"].as_u64().unwrap();
     let mut replies = vec![first_reply(&envoy, port)];
-    eprintln!("T first {:?}", std::time::SystemTime::now());
     replies.extend((0..limit + 4).map(|_| get(port, "/").unwrap()));
     let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     let logs = || {
@@ -871,7 +890,6 @@ fn with_the_control_plane_the_sidecar_enforces_the_example_policy() {
         }
     }
 
-    eprintln!("T burst done {:?}", std::time::SystemTime::now());
     // The control plane recorded this proxy's ACK (what the Programmed condition reads).
     let status: Value = serde_json::from_str(&get(http_port, "/status").unwrap().body).unwrap();
     let node_id = str_at(&sidecar_node_with(&mesh.labels), "/id").to_owned();
@@ -881,8 +899,57 @@ fn with_the_control_plane_the_sidecar_enforces_the_example_policy() {
         resource["ackedVersion"], resource["pushedVersion"],
         "{status:#}"
     );
-    eprintln!("T status {:?}", std::time::SystemTime::now());
     drop(envoy);
+}
+
+/// The Deployment's exact flags parse: run with them (the downward-API variables
+/// expanded, as the kubelet does), the binary gets past its flags and stops only for
+/// want of a cluster — bad flags would exit 2 with the usage.
+#[test]
+fn the_deployments_flags_are_the_binarys() {
+    let mesh = mesh();
+    let dir = tempfile::tempdir().unwrap();
+    // Paths of the image and the pod (/wasm, the ConfigMap volume) are local ones here,
+    // and the addresses loopback ones; every flag stays.
+    wasm_module(Kind::RateLimit.module());
+    let local: BTreeMap<&str, String> = [
+        ("--policy-dir", dir.path().display().to_string()),
+        (
+            "--wasm-dir",
+            root().join("target/meshward-wasm").display().to_string(),
+        ),
+        ("--xds-addr", "127.0.0.1:0".to_owned()),
+        ("--http-addr", "127.0.0.1:0".to_owned()),
+    ]
+    .into();
+    let mut args: Vec<String> = Vec::new();
+    for arg in &mesh.args {
+        let previous = args.last().map(String::as_str).unwrap_or_default();
+        args.push(match local.get(previous) {
+            Some(value) => value.clone(),
+            None => arg.replace("$(POD_NAMESPACE)", "meshward-system"),
+        });
+    }
+    let out = Command::new(BINARY)
+        .args(&args)
+        // No cluster: neither in-cluster variables nor a kubeconfig.
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+        .env("HOME", dir.path())
+        .env("POD_NAME", "meshward-control-plane-0")
+        .env("POD_NAMESPACE", "meshward-system")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(2), "flags refused: {stderr}");
+    assert!(!stderr.contains("usage:"), "{stderr}");
+    assert!(
+        stderr.contains("Kubernetes mode: no cluster access"),
+        "{stderr}"
+    );
 }
 
 /// The Deployment's args for a control plane on this machine: the policy source is the
@@ -899,8 +966,9 @@ fn local_args(
     let mut it = deployed.iter().peekable();
     while let Some(flag) = it.next() {
         let local = match flag.as_str() {
+            // The API-server source and its options: not here.
             "--kubernetes" => continue,
-            "--namespace" => {
+            "--namespace" | "--identity" | "--peer-selector" | "--lease-duration" => {
                 it.next();
                 continue;
             }
@@ -1142,7 +1210,7 @@ impl Process {
     }
 
     /// Envoy's listener port, read from the admin API once Envoy is ready.
-    fn listener_port(&self, admin_file: &Path) -> u16 {
+    fn listener_port(&mut self, admin_file: &Path) -> u16 {
         let deadline = Instant::now() + WAIT;
         loop {
             let admin = std::fs::read_to_string(admin_file)
@@ -1158,6 +1226,9 @@ impl Process {
                         return port as u16;
                     }
                 }
+            }
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("Envoy exited ({exit}):\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
@@ -1202,38 +1273,68 @@ fn get(port: u16, path: &str) -> Result<Reply, String> {
         "GET {path} HTTP/1.1\r\nHost: echo.demo\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| format!("write {address}: {e}"))?;
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .map_err(|e| format!("read {address}: {e}"))?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or(format!("no reply: {text:?}"))?;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        let n = stream
+            .read(&mut buffer)
+            .map_err(|e| format!("read {address}: {e}"))?;
+        received.extend_from_slice(&buffer[..n]);
+        if let Some(reply) = complete(&String::from_utf8_lossy(&received), n == 0)? {
+            return Ok(reply);
+        }
+    }
+}
+
+/// The reply once `text` holds all of it. Envoy keeps a connection open for up to its
+/// delayed-close timeout (1 s) after the last reply, so the body's framing, not the
+/// close, says when a reply is complete.
+fn complete(text: &str, closed: bool) -> Result<Option<Reply>, String> {
+    let incomplete = |what: &str| {
+        if closed {
+            Err(format!("connection closed mid-reply ({what}): {text:?}"))
+        } else {
+            Ok(None)
+        }
+    };
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return incomplete("head");
+    };
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or(format!("no status line: {head:?}"))?;
-    let headers = lines
+    let headers: BTreeMap<String, String> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let headers: BTreeMap<String, String> = headers;
-    // Envoy's admin API streams its answers in chunks.
+    let length = headers.get("content-length").and_then(|l| l.parse().ok());
     let body = if headers
         .get("transfer-encoding")
         .is_some_and(|t| t == "chunked")
     {
-        dechunk(body)?
-    } else {
+        // Envoy's admin API streams its answers in chunks.
+        match dechunk(body) {
+            Ok(body) => body,
+            Err(_) => return incomplete("chunks"),
+        }
+    } else if let Some(length) = length {
+        match body.get(..length) {
+            Some(body) => body.to_owned(),
+            None => return incomplete("body"),
+        }
+    } else if closed {
         body.to_owned()
+    } else {
+        return Ok(None);
     };
-    Ok(Reply {
+    Ok(Some(Reply {
         status,
         headers,
         body,
-    })
+    }))
 }
 
 fn dechunk(mut rest: &str) -> Result<String, String> {

@@ -443,7 +443,8 @@ async fn heap_near_the_limit_is_flagged_with_a_metric() {
     write_policy(dir.path(), ADAPTIVE);
     let running = server(dir.path()).await;
     let addr = running.http_addr;
-    let series = "meshward_cp_tuning_heap_near_limit{namespace=\"shop\",workload=\"orders\"} 1";
+    let series =
+        "meshward_control_plane_tuning_heap_near_limit{namespace=\"shop\",workload=\"orders\"} 1";
 
     // H = 900 > T = 800: GOGC held at min 50, flagged.
     let document = post_report(addr, &report("orders-1", 900)).await.json();
@@ -454,9 +455,9 @@ async fn heap_near_the_limit_is_flagged_with_a_metric() {
     let metrics = http(addr, "GET", "/metrics", &[], b"", WAIT).await;
     for needle in [
         series,
-        "meshward_cp_tuning_instances 2",
-        "meshward_cp_tuning_reports_total 2",
-        "meshward_cp_tuning_pushes_total 0",
+        "meshward_control_plane_tuning_instances 2",
+        "meshward_control_plane_tuning_reports_total 2",
+        "meshward_control_plane_tuning_pushes_total 0",
         // The existing metrics are still there, and one EOF ends it all.
         "meshward_control_plane_policies 1",
     ] {
@@ -481,7 +482,9 @@ async fn heap_near_the_limit_is_flagged_with_a_metric() {
     assert_eq!(document["gcPercent"], 400);
     let metrics = http(addr, "GET", "/metrics", &[], b"", WAIT).await;
     assert!(
-        !metrics.body.contains("meshward_cp_tuning_heap_near_limit{"),
+        !metrics
+            .body
+            .contains("meshward_control_plane_tuning_heap_near_limit{"),
         "{}",
         metrics.body
     );

@@ -23,6 +23,7 @@ use super::peers::Peers;
 use super::pods::{trim, PodLimits};
 use super::reconcile::{error_policy, reconcile, Context};
 use super::resource::{PolicyResource, Stores};
+use crate::policy::model::Kind;
 use crate::xds::world::World;
 
 /// How Kubernetes mode runs.
@@ -58,7 +59,7 @@ pub async fn start(
     let gained = watch::channel(0u64).0;
     let mut tasks = Vec::new();
 
-    let pods = start_pods(client.clone(), shutdown.clone(), &mut tasks);
+    let pods = start_pods(client.clone(), world.clone(), shutdown.clone(), &mut tasks);
     world.tuning.set_pod_memory_limits(Arc::new(PodLimits {
         store: pods.clone(),
     }));
@@ -126,10 +127,14 @@ fn controller<K: PolicyResource>(
     world: &World,
     gained: &watch::Sender<u64>,
 ) -> Controller<K> {
-    let trigger = futures::stream::select(
-        batched(world.subscribe_delivery()),
-        batched(gained.subscribe()),
-    );
+    // Filter policies follow ACKs/NACKs; RuntimeTuning follows agents' deliveries and
+    // heap flags; every kind re-checks when this replica becomes the status writer.
+    let delivery = if K::KIND == Kind::Tuning {
+        world.tuning.subscribe_status()
+    } else {
+        world.subscribe_delivery()
+    };
+    let trigger = futures::stream::select(batched(delivery), batched(gained.subscribe()));
     Controller::new(Api::<K>::all(client.clone()), watcher::Config::default())
         .with_config(Config::default().debounce(Duration::from_millis(200)))
         .reconcile_all_on(trigger)
@@ -176,8 +181,11 @@ fn run<K: PolicyResource>(
     })
 }
 
+/// Pod memory limits can change (a Deployment edit rolls new pods): after a burst of Pod
+/// events the tuning documents are recomputed, at most once per [`RECHECK_BATCH`].
 fn start_pods(
     client: Client,
+    world: Arc<World>,
     mut shutdown: watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Store<Pod> {
@@ -188,10 +196,26 @@ fn start_pods(
             .default_backoff()
             .modify(trim),
     );
+    let changed = watch::channel(0u64).0;
+    let mut recompute = batched(changed.subscribe()).boxed();
+    let recompute_world = world.clone();
+    let mut recompute_stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                next = recompute.next() => {
+                    if next.is_none() { break }
+                    recompute_world.tuning.recompute();
+                }
+                _ = recompute_stop.changed() => break,
+            }
+        }
+    }));
     tasks.push(tokio::spawn(async move {
         let drain = stream.for_each(|event| {
-            if let Err(err) = event {
-                eprintln!("meshward-control-plane: watching Pods: {err}");
+            match event {
+                Ok(_) => changed.send_modify(|n| *n += 1),
+                Err(err) => eprintln!("meshward-control-plane: watching Pods: {err}"),
             }
             futures::future::ready(())
         });
