@@ -141,13 +141,13 @@ fn condition(type_: &str, status: &str, reason: &str, message: &str, generation:
 #[tokio::test]
 async fn an_invalid_spec_is_accepted_false_with_the_reason() {
     let (client, mut api) = mock();
-    let object = policy("global", 2);
+    let object = policy("everywhere", 2);
     let ctx = context(client, world(), vec![object.clone()], true);
     let run = tokio::spawn(reconcile(Arc::new(object), ctx.clone()));
     let (method, uri, body) = answer(
         &mut api,
         StatusCode::OK,
-        serde_json::to_value(policy("global", 2)).unwrap(),
+        serde_json::to_value(policy("everywhere", 2)).unwrap(),
     )
     .await;
     assert_eq!((method.as_str(), uri.as_str()), ("PATCH", STATUS_PATCH));
@@ -156,7 +156,7 @@ async fn an_invalid_spec_is_accepted_false_with_the_reason() {
         json!({"status": {
             "observedGeneration": 2,
             "conditions": [
-                condition("Accepted", "False", "Invalid", "RateLimitPolicy/shop/orders-limit: spec.scope: expected perReplica or workload, got \"global\"", 2),
+                condition("Accepted", "False", "Invalid", "RateLimitPolicy/shop/orders-limit: spec.scope: expected perReplica, workload or global, got \"everywhere\"", 2),
                 condition("Programmed", "False", "Invalid", "not pushed: the policy is not accepted", 2),
             ]
         }})

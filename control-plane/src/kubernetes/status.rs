@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn invalid_and_tuning_conditions() {
         let invalid = status(
-            &Facts::Invalid("spec.scope: expected perReplica or workload".into()),
+            &Facts::Invalid("spec.scope: expected perReplica, workload or global".into()),
             Some(2),
             None,
             T0,

@@ -50,7 +50,29 @@ pub fn filter_config(
     if kind == Kind::RateLimit && policy.scope == Scope::Workload {
         split_limits(&mut config, replica);
     }
+    if kind == Kind::RateLimit && policy.scope == Scope::Global {
+        set_global_domain(&mut config, policy);
+    }
     config
+}
+
+/// The rate-limit service finds a global policy's rules by this domain.
+pub fn global_domain(policy: &Policy) -> String {
+    format!("{}/{}", policy.namespace, policy.name)
+}
+
+/// `global.domain` is the control plane's to set (ADR 0009): the service looks the
+/// policy up by it, so an author's value could only break the match.
+fn set_global_domain(config: &mut Value, policy: &Policy) {
+    let Some(object) = config.as_object_mut() else {
+        return;
+    };
+    let global = object
+        .entry("global")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(global) = global.as_object_mut() {
+        global.insert("domain".into(), Value::from(global_domain(policy)));
+    }
 }
 
 /// Replica `index` of `count`'s share of `total`.
@@ -117,6 +139,26 @@ mod tests {
             ]
             .into(),
         }
+    }
+
+    #[test]
+    fn a_global_policy_carries_its_domain_and_is_not_split() {
+        let global = policy(
+            "orders-limit",
+            labels(&[("app", "orders")]),
+            Scope::Global,
+            json!({"global": {"domain": "mine", "timeout": "50ms"}, "rules": [{"name": "r", "limit": {"requests": 10}}]}),
+        );
+        let config = filter_config(
+            &[global],
+            Kind::RateLimit,
+            &orders(),
+            Replica { index: 1, count: 3 },
+        );
+        assert_eq!(
+            config,
+            json!({"global": {"domain": "shop/orders-limit", "timeout": "50ms"}, "rules": [{"name": "r", "limit": {"requests": 10}}]})
+        );
     }
 
     #[test]

@@ -381,10 +381,13 @@ spec:
             err.starts_with("q.yaml (document 1): kind: \"RatePolicy\" is not one of"),
             "{err}"
         );
-        let err =
-            parse_file("q.yaml", &GOOD.replace("scope: workload", "scope: global")).unwrap_err();
+        let err = parse_file(
+            "q.yaml",
+            &GOOD.replace("scope: workload", "scope: everywhere"),
+        )
+        .unwrap_err();
         assert!(
-            err.contains("spec.scope: expected perReplica or workload"),
+            err.contains("spec.scope: expected perReplica, workload or global"),
             "{err}"
         );
         let err = parse_file("q.yaml", "apiVersion: [").unwrap_err();

@@ -98,6 +98,9 @@ pub enum Scope {
     /// One figure for the workload, split over the replicas connected to this control
     /// plane (re-pushed when replicas join or leave).
     Workload,
+    /// Exact across replicas: every request is decided by the rate-limit service
+    /// (Envoy's RLS API, on Redis/Valkey; docs/adr/0009).
+    Global,
 }
 
 /// A workload as identified from an Envoy node.

@@ -46,9 +46,10 @@ pub fn build_policy(parts: Parts, at: &str, source: &str) -> Result<Policy, Stri
         (_, None) => Scope::PerReplica,
         (Kind::RateLimit, Some("perReplica")) => Scope::PerReplica,
         (Kind::RateLimit, Some("workload")) => Scope::Workload,
+        (Kind::RateLimit, Some("global")) => Scope::Global,
         (Kind::RateLimit, Some(other)) => {
             return Err(format!(
-                "{at}: spec.scope: expected perReplica or workload, got {other:?}"
+                "{at}: spec.scope: expected perReplica, workload or global, got {other:?}"
             ))
         }
         (_, Some(_)) => {

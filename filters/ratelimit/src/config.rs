@@ -32,6 +32,19 @@ pub struct RateLimitConfig {
     pub max_keys: Option<u32>,
     /// How often idle keys are cleared (a duration string).
     pub sweep_interval: Option<String>,
+    /// Decide every rule with a rate-limit service (Envoy's RLS API) instead of locally.
+    pub global: Option<GlobalConfigJson>,
+}
+
+/// `global`: the rate-limit service to ask (docs/adr/0009).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GlobalConfigJson {
+    pub domain: String,
+    pub cluster: Option<String>,
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +61,8 @@ pub struct RuleConfig {
     #[serde(default)]
     pub failure_mode: FailureMode,
     pub max_keys: Option<u32>,
+    /// Global mode: a local limit enforced while the service is unreachable.
+    pub fallback: Option<LimitConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,8 +166,23 @@ pub struct CompiledRule {
     pub limit: Limit,
     pub shadow: bool,
     pub failure_mode: FailureMode,
+    /// Local state: the rule's limit, or in global mode its fallback limit (when set).
     pub table: KeyTable,
+    /// Global mode: the limit enforced locally while the service is unreachable.
+    pub fallback: Option<Limit>,
 }
+
+/// The rate-limit service a global configuration asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalConfig {
+    pub domain: String,
+    pub cluster: String,
+    pub timeout_nanos: u64,
+    pub failure_mode: FailureMode,
+}
+
+pub const DEFAULT_RLS_CLUSTER: &str = "meshward-rls";
+pub const DEFAULT_RLS_TIMEOUT: &str = "100ms";
 
 #[derive(Debug, Clone)]
 pub struct CompiledConfig {
@@ -162,6 +192,8 @@ pub struct CompiledConfig {
     pub sweep_interval_nanos: u64,
     /// Whether any rule keys on the client address (saves a host call otherwise).
     pub needs_source_address: bool,
+    /// Set: every rule is decided by this rate-limit service.
+    pub global: Option<GlobalConfig>,
 }
 
 pub fn parse(bytes: &[u8]) -> Result<CompiledConfig, ConfigError> {
@@ -194,8 +226,18 @@ impl RateLimitConfig {
                     rule.name
                 )));
             }
+            if self.global.is_none() && rule.fallback.is_some() {
+                return Err(path
+                    .field("fallback")
+                    .error("only applies with a \"global\" section (the local limit while the rate-limit service is unreachable)"));
+            }
             rules.push(rule.compile(&path, default_max_keys)?);
         }
+        let global = self
+            .global
+            .as_ref()
+            .map(|global| global.compile(&root.field("global")))
+            .transpose()?;
         let sweep_interval_nanos = parse_duration_nanos(
             self.sweep_interval
                 .as_deref()
@@ -214,6 +256,31 @@ impl RateLimitConfig {
             cas_retries: self.cas_retries.unwrap_or(DEFAULT_CAS_RETRIES).min(1000),
             sweep_interval_nanos,
             needs_source_address,
+            global,
+        })
+    }
+}
+
+impl GlobalConfigJson {
+    fn compile(&self, path: &JsonPath) -> Result<GlobalConfig, ConfigError> {
+        if self.domain.is_empty() || self.domain.len() > 256 {
+            return Err(path.field("domain").error("expected 1 to 256 characters"));
+        }
+        let cluster = self.cluster.as_deref().unwrap_or(DEFAULT_RLS_CLUSTER);
+        if cluster.is_empty() {
+            return Err(path.field("cluster").error("must not be empty"));
+        }
+        let timeout_nanos =
+            parse_duration_nanos(self.timeout.as_deref().unwrap_or(DEFAULT_RLS_TIMEOUT))
+                .map_err(|err| path.field("timeout").error(err))?;
+        if !(1_000_000..=10_000_000_000).contains(&timeout_nanos) {
+            return Err(path.field("timeout").error("expected 1ms to 10s"));
+        }
+        Ok(GlobalConfig {
+            domain: self.domain.clone(),
+            cluster: cluster.to_owned(),
+            timeout_nanos,
+            failure_mode: self.failure_mode,
         })
     }
 }
@@ -246,6 +313,11 @@ impl RuleConfig {
             Some(max_keys) => validate_max_keys(max_keys, &path.field("maxKeys"))?,
             None => default_max_keys,
         };
+        let fallback = self
+            .fallback
+            .as_ref()
+            .map(|limit| limit.compile(&path.field("fallback")))
+            .transpose()?;
         Ok(CompiledRule {
             name: self.name.clone(),
             matcher,
@@ -254,6 +326,7 @@ impl RuleConfig {
             shadow: self.shadow,
             failure_mode: self.failure_mode,
             table: KeyTable::new(&self.name, max_keys),
+            fallback,
         })
     }
 }

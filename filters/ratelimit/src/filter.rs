@@ -8,9 +8,12 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 
-use crate::config::{self, CompiledConfig};
+use crate::config::{self, CompiledConfig, GlobalConfig};
+use crate::global::{self, answer, messages::RateLimitResponse, request::Planned};
 use crate::headers;
 use crate::limiter::{self, Decision, Outcome};
+use meshward_filter_common::host::grpc;
+use prost::Message;
 use meshward_filter_common::clock::Clock;
 use meshward_filter_common::host::clock::HostClock;
 use meshward_filter_common::host::log;
@@ -44,10 +47,31 @@ impl RuleMetrics {
     }
 }
 
+/// Global mode: the calls to the rate-limit service and how they ended.
+struct RlsMetrics {
+    calls: Counter,
+    over_limit: Counter,
+    errors: Counter,
+    fallbacks: Counter,
+}
+
+impl RlsMetrics {
+    fn define() -> Self {
+        let name = |what: &str| format!("meshward.ratelimit.rls.{what}");
+        Self {
+            calls: Counter::define(&name("calls")),
+            over_limit: Counter::define(&name("over_limit")),
+            errors: Counter::define(&name("errors")),
+            fallbacks: Counter::define(&name("fallbacks")),
+        }
+    }
+}
+
 /// A configuration with its metrics, shared by the root and its HTTP contexts.
 struct Runtime {
     config: CompiledConfig,
     metrics: Vec<RuleMetrics>,
+    rls: Option<RlsMetrics>,
 }
 
 #[derive(Default)]
@@ -87,7 +111,12 @@ impl RootContext for RateLimitRoot {
             "meshward ratelimit: configured {} rule(s)",
             config.rules.len()
         ));
-        self.runtime = Some(Rc::new(Runtime { config, metrics }));
+        let rls = config.global.as_ref().map(|_| RlsMetrics::define());
+        self.runtime = Some(Rc::new(Runtime {
+            config,
+            metrics,
+            rls,
+        }));
         let _ = proxy_wasm::hostcalls::set_tick_period(tick);
         true
     }
@@ -96,9 +125,16 @@ impl RootContext for RateLimitRoot {
         let Some(runtime) = &self.runtime else { return };
         let now = HostClock.now_nanos();
         for rule in &runtime.config.rules {
+            // Global mode keeps local state only for fallback limits.
+            let local = if runtime.config.global.is_some() {
+                rule.fallback.as_ref()
+            } else {
+                Some(&rule.limit)
+            };
+            let Some(limit) = local else { continue };
             if let Err(err) = rule.table.sweep(
                 &HostSharedData,
-                &rule.limit,
+                limit,
                 now,
                 self.sweep_cursor,
                 SWEEP_PAGES_PER_TICK,
@@ -117,6 +153,7 @@ impl RootContext for RateLimitRoot {
         Some(Box::new(RateLimitHttp {
             runtime: self.runtime.clone(),
             allowed_fields: Vec::new(),
+            pending: None,
         }))
     }
 
@@ -128,10 +165,130 @@ impl RootContext for RateLimitRoot {
 struct RateLimitHttp {
     runtime: Option<Rc<Runtime>>,
     /// Fields to add to the upstream's response (`responseHeaders.onAllowed`).
-    allowed_fields: Vec<(&'static str, String)>,
+    allowed_fields: Vec<(String, String)>,
+    /// Global mode: the call in flight and the rules it decides.
+    pending: Option<(u32, Vec<Planned>)>,
 }
 
-impl Context for RateLimitHttp {}
+impl Context for RateLimitHttp {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(runtime) = self.runtime.clone() else {
+            let _ = proxy_wasm::hostcalls::resume_http_request();
+            return;
+        };
+        let Some((token, planned)) = self.pending.take() else {
+            return;
+        };
+        if token != token_id {
+            return;
+        }
+        let config = &runtime.config;
+        let answer = if status_code == grpc::OK {
+            RateLimitResponse::decode(grpc::response(response_size).as_slice())
+                .map_err(|err| format!("undecodable rate-limit answer: {err}"))
+        } else {
+            Err(format!("rate-limit service failed: {}", grpc::status_message()))
+        };
+        let (decision, added) = match answer {
+            Ok(response) => {
+                if let Some(rls) = &runtime.rls {
+                    if response.overall_code == global::messages::CODE_OVER_LIMIT {
+                        rls.over_limit.increment();
+                    }
+                }
+                (
+                    answer::decide(config, &planned, &response),
+                    answer::added_headers(&response),
+                )
+            }
+            Err(error) => (self.fallback(&runtime, &planned, &error), Vec::new()),
+        };
+        if self.finish(&runtime, &decision, added) == Action::Continue {
+            let _ = proxy_wasm::hostcalls::resume_http_request();
+        }
+    }
+}
+
+impl RateLimitHttp {
+    /// The decision when the service could not answer.
+    fn fallback(&self, runtime: &Runtime, planned: &[Planned], error: &str) -> Decision {
+        let Some(global) = &runtime.config.global else {
+            return Decision::default();
+        };
+        let (decision, fell_back) = answer::on_failure(
+            &runtime.config,
+            global,
+            planned,
+            &HostSharedData,
+            HostClock.now_nanos(),
+            error,
+        );
+        if let Some(rls) = &runtime.rls {
+            rls.errors.increment();
+            for _ in 0..fell_back {
+                rls.fallbacks.increment();
+            }
+        }
+        decision
+    }
+
+    /// Records `decision` and answers 429 or lets the request continue.
+    fn finish(
+        &mut self,
+        runtime: &Runtime,
+        decision: &Decision,
+        mut added: Vec<(String, String)>,
+    ) -> Action {
+        let config = &runtime.config;
+        record(runtime, decision);
+        if decision.is_limited(config) {
+            let mut reply: Vec<(String, String)> = headers::response_fields(config, decision, true)
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect();
+            reply.append(&mut added);
+            reply.push(("content-type".into(), problem::CONTENT_TYPE.to_owned()));
+            let body = headers::problem(config, decision).to_json();
+            return plugin::send_local_reply(429, &reply, body.as_bytes());
+        }
+        if config.response_headers.on_allowed {
+            self.allowed_fields = headers::response_fields(config, decision, false)
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .chain(added)
+                .collect();
+        }
+        Action::Continue
+    }
+
+    /// Global mode: one `ShouldRateLimit` for the request; paused until it answers.
+    fn ask_service(&mut self, runtime: &Runtime, global: &GlobalConfig) -> Action {
+        let config = &runtime.config;
+        let request = read_request_head(config.needs_source_address);
+        let Some((planned, call)) = global::request::plan(config, global, &request) else {
+            return Action::Continue;
+        };
+        if let Some(rls) = &runtime.rls {
+            rls.calls.increment();
+        }
+        match grpc::dispatch(
+            &global.cluster,
+            global::SERVICE,
+            global::METHOD,
+            &call.encode_to_vec(),
+            Duration::from_nanos(global.timeout_nanos),
+        ) {
+            Ok(token) => {
+                self.pending = Some((token, planned));
+                Action::Pause
+            }
+            Err(error) => {
+                let decision = self.fallback(runtime, &planned, &error);
+                self.finish(runtime, &decision, Vec::new())
+            }
+        }
+    }
+}
 
 impl HttpContext for RateLimitHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -139,19 +296,12 @@ impl HttpContext for RateLimitHttp {
             return Action::Continue;
         };
         let config = &runtime.config;
+        if let Some(global) = &config.global {
+            return self.ask_service(&runtime, global);
+        }
         let request = read_request_head(config.needs_source_address);
         let decision = limiter::evaluate(config, &request, &HostSharedData, HostClock.now_nanos());
-        record(&runtime, &decision);
-        if decision.is_limited(config) {
-            let mut reply = headers::response_fields(config, &decision, true);
-            reply.push(("content-type", problem::CONTENT_TYPE.to_owned()));
-            let body = headers::problem(config, &decision).to_json();
-            return plugin::send_local_reply(429, &reply, body.as_bytes());
-        }
-        if config.response_headers.on_allowed {
-            self.allowed_fields = headers::response_fields(config, &decision, false);
-        }
-        Action::Continue
+        self.finish(&runtime, &decision, Vec::new())
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

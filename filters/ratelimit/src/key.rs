@@ -74,6 +74,7 @@ fn forwarded_client(request: &RequestHead, trusted_hops: u32) -> Option<&str> {
 
 /// The key a request is charged to, or `None` when a part is missing and has no
 /// default (the rule then does not apply to this request).
+#[derive(Debug, Clone)]
 pub struct ResolvedKey {
     pub digest: KeyDigest,
     /// Human-readable form for debug logs.
@@ -81,14 +82,20 @@ pub struct ResolvedKey {
 }
 
 pub fn resolve(parts: &[KeyPart], request: &RequestHead) -> Option<ResolvedKey> {
-    let values = parts
-        .iter()
-        .map(|part| part.value(request))
-        .collect::<Option<Vec<&str>>>()?;
-    Some(ResolvedKey {
+    values(parts, request).map(|values| resolved(&values))
+}
+
+/// Each part's value, or `None` when one is missing without a default.
+pub fn values<'a>(parts: &'a [KeyPart], request: &'a RequestHead) -> Option<Vec<&'a str>> {
+    parts.iter().map(|part| part.value(request)).collect()
+}
+
+/// The key of these values.
+pub fn resolved(values: &[&str]) -> ResolvedKey {
+    ResolvedKey {
         digest: digest_parts(values.iter().map(|value| value.as_bytes())),
         display: values.join("|"),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,14 @@
 //! [`key`] (what a request is charged to), [`table`] (fixed-size key table in shared
 //! data, CAS across worker threads), [`limiter`] (all rules for one request),
 //! [`headers`] (RateLimit fields and the 429 body), [`config`] (JSON schema and
-//! validation). Adapter: [`filter`].
+//! validation), [`global`] (decisions by a rate-limit service over Envoy's RLS API).
+//! Adapter: [`filter`].
 
 pub mod algorithm;
 pub mod config;
 #[cfg(feature = "proxy-wasm")]
 pub mod filter;
+pub mod global;
 pub mod headers;
 pub mod key;
 pub mod limiter;
