@@ -2,7 +2,10 @@
 //! and tonic client/server stubs from the descriptors.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["meshward/tuning/v1/tuning.proto"];
+    let protos = [
+        "meshward/tuning/v1/tuning.proto",
+        "meshward/idempotency/v1/store.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

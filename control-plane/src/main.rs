@@ -5,11 +5,20 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use meshward_control_plane::kubernetes::controller::KubernetesOptions;
-use meshward_control_plane::server::{start_with, ModuleMode, Options};
+use meshward_control_plane::server::{
+    start_rls, start_services, start_store, GlobalOptions, ModuleMode, Options, RlsOptions,
+    StoreOptions, StoreServiceOptions,
+};
 
 const USAGE: &str = "\
 usage: meshward-control-plane --policy-dir DIR [options]
        meshward-control-plane --kubernetes [--policy-dir DIR] [options]
+       meshward-control-plane rls (--policy-dir DIR | --kubernetes) --redis-url URL
+                              [--rls-addr ADDR] [--redis-timeout DUR]
+                              [--http-addr ADDR] [--poll-interval DUR]
+       meshward-control-plane store --redis-url URL [--store-addr ADDR]
+                              [--redis-timeout DUR] [--store-max-response-bytes N]
+                              [--http-addr ADDR]
 
   --policy-dir DIR        YAML policies, watched (required without --kubernetes)
   --kubernetes            also read meshward.io custom resources from the cluster
@@ -31,7 +40,85 @@ usage: meshward-control-plane --policy-dir DIR [options]
   --module-base-url URL   ... at URL/modules/<module>.wasm (checked by sha256)
   --wasm-dir DIR          the .wasm files to serve (needed with --module-cluster)
   --poll-interval DUR     how often the policy directory is read [200ms]
+  --redis-url URL         Redis/Valkey for global rate limits and the idempotency
+                          store (redis://host:6379, rediss://...,
+                          redis+cluster://h1:p1,h2:p2); with it the rate-limit
+                          service is served on --rls-addr, the store on --store-addr
+  --redis-timeout DUR     bound on every Redis command [50ms]
+  --rls-addr ADDR         envoy.service.ratelimit.v3 gRPC listen address
+                          [127.0.0.1:18002]
+  --store-addr ADDR       idempotency store (meshward.idempotency.v1) gRPC listen
+                          address, served with --redis-url [127.0.0.1:18003]
+  --store-max-response-bytes N
+                          largest response body the store keeps [1048576]
+
+  rls: the rate-limit service alone (no xDS, no status writing); --kubernetes reads
+  RateLimitPolicy resources only; HTTP (/metrics, /healthz) only with --http-addr.
+  store: the idempotency store alone (no policies, no xDS); HTTP only with --http-addr.
 ";
+
+fn parse_global(
+    redis_url: Option<String>,
+    redis_timeout_ms: u64,
+    rls_addr: &str,
+) -> Result<Option<GlobalOptions>, String> {
+    let Some(redis_url) = redis_url else {
+        return Ok(None);
+    };
+    Ok(Some(GlobalOptions {
+        redis_url,
+        redis_timeout: Duration::from_millis(redis_timeout_ms),
+        rls_addr: Some(
+            rls_addr
+                .parse()
+                .map_err(|e| format!("--rls-addr {rls_addr}: {e}"))?,
+        ),
+    }))
+}
+
+/// `meshward-control-plane rls ...`
+fn parse_rls(args: &[String]) -> Result<RlsOptions, String> {
+    let mut policy_dir = PathBuf::new();
+    let mut kubernetes = false;
+    let mut rls_addr = "127.0.0.1:18002".to_owned();
+    let mut http_addr = None;
+    let mut redis_url = None;
+    let mut redis_timeout_ms = 50u64;
+    let mut poll_ms = 200u64;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--policy-dir" => policy_dir = PathBuf::from(value()?),
+            "--kubernetes" => kubernetes = true,
+            "--rls-addr" => rls_addr = value()?,
+            "--http-addr" => {
+                let addr = value()?;
+                http_addr = Some(
+                    addr.parse()
+                        .map_err(|e| format!("--http-addr {addr}: {e}"))?,
+                );
+            }
+            "--redis-url" => redis_url = Some(value()?),
+            "--redis-timeout" => redis_timeout_ms = parse_duration_ms(flag, &value()?)?,
+            "--poll-interval" => poll_ms = parse_duration_ms(flag, &value()?)?,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("rls: unknown option {other}")),
+        }
+    }
+    if policy_dir.as_os_str().is_empty() && !kubernetes {
+        return Err("rls: --policy-dir or --kubernetes is required".into());
+    }
+    let global = parse_global(redis_url, redis_timeout_ms, &rls_addr)?
+        .ok_or("rls: --redis-url is required")?;
+    Ok(RlsOptions {
+        policy_dir,
+        poll_interval: Duration::from_millis(poll_ms),
+        kubernetes,
+        http_addr,
+        global,
+    })
+}
 
 fn parse_duration_ms(flag: &str, text: &str) -> Result<u64, String> {
     text.strip_suffix("ms")
@@ -63,7 +150,65 @@ fn parse_labels(
         .collect()
 }
 
-fn parse(args: &[String]) -> Result<(Options, Option<KubernetesOptions>), String> {
+type Parsed = (
+    Options,
+    Option<KubernetesOptions>,
+    Option<GlobalOptions>,
+    Option<StoreOptions>,
+);
+
+fn parse_store_options(addr: &str, max_response_bytes: &str) -> Result<StoreOptions, String> {
+    Ok(StoreOptions {
+        addr: addr
+            .parse()
+            .map_err(|e| format!("--store-addr {addr}: {e}"))?,
+        max_response_bytes: max_response_bytes
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(format!(
+                "--store-max-response-bytes: expected a number of bytes, got {max_response_bytes:?}"
+            ))?,
+    })
+}
+
+/// `meshward-control-plane store ...`
+fn parse_store(args: &[String]) -> Result<StoreServiceOptions, String> {
+    let mut store_addr = "127.0.0.1:18003".to_owned();
+    let mut max_response_bytes = DEFAULT_STORE_MAX_RESPONSE_BYTES.to_owned();
+    let mut http_addr = None;
+    let mut redis_url = None;
+    let mut redis_timeout_ms = 50u64;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--store-addr" => store_addr = value()?,
+            "--store-max-response-bytes" => max_response_bytes = value()?,
+            "--http-addr" => {
+                let addr = value()?;
+                http_addr = Some(
+                    addr.parse()
+                        .map_err(|e| format!("--http-addr {addr}: {e}"))?,
+                );
+            }
+            "--redis-url" => redis_url = Some(value()?),
+            "--redis-timeout" => redis_timeout_ms = parse_duration_ms(flag, &value()?)?,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("store: unknown option {other}")),
+        }
+    }
+    Ok(StoreServiceOptions {
+        redis_url: redis_url.ok_or("store: --redis-url is required")?,
+        redis_timeout: Duration::from_millis(redis_timeout_ms),
+        store: parse_store_options(&store_addr, &max_response_bytes)?,
+        http_addr,
+    })
+}
+
+const DEFAULT_STORE_MAX_RESPONSE_BYTES: &str = "1048576";
+
+fn parse(args: &[String]) -> Result<Parsed, String> {
     let mut policy_dir = None;
     let mut xds_addr = "127.0.0.1:18000".to_owned();
     let mut http_addr = "127.0.0.1:18001".to_owned();
@@ -78,6 +223,11 @@ fn parse(args: &[String]) -> Result<(Options, Option<KubernetesOptions>), String
     let mut identity = env("POD_NAME").or_else(|| env("HOSTNAME"));
     let mut lease_ms = 15_000u64;
     let mut peer_selector = std::collections::BTreeMap::new();
+    let mut rls_addr = "127.0.0.1:18002".to_owned();
+    let mut redis_url = None;
+    let mut redis_timeout_ms = 50u64;
+    let mut store_addr = "127.0.0.1:18003".to_owned();
+    let mut store_max_response_bytes = DEFAULT_STORE_MAX_RESPONSE_BYTES.to_owned();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
@@ -95,6 +245,11 @@ fn parse(args: &[String]) -> Result<(Options, Option<KubernetesOptions>), String
             "--identity" => identity = Some(value()?),
             "--peer-selector" => peer_selector = parse_labels(flag, &value()?)?,
             "--lease-duration" => lease_ms = parse_duration_ms(flag, &value()?)?.max(1000),
+            "--rls-addr" => rls_addr = value()?,
+            "--redis-url" => redis_url = Some(value()?),
+            "--redis-timeout" => redis_timeout_ms = parse_duration_ms(flag, &value()?)?,
+            "--store-addr" => store_addr = value()?,
+            "--store-max-response-bytes" => store_max_response_bytes = value()?,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other}")),
         }
@@ -134,12 +289,23 @@ fn parse(args: &[String]) -> Result<(Options, Option<KubernetesOptions>), String
         modules,
         poll_interval: Duration::from_millis(poll_ms),
     };
-    Ok((options, kubernetes))
+    let global = parse_global(redis_url, redis_timeout_ms, &rls_addr)?;
+    let store = match global {
+        Some(_) => Some(parse_store_options(&store_addr, &store_max_response_bytes)?),
+        None => None,
+    };
+    Ok((options, kubernetes, global, store))
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (options, kubernetes) = match parse(&args) {
+    if args.first().map(String::as_str) == Some("rls") {
+        return run_rls(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("store") {
+        return run_store(&args[1..]);
+    }
+    let (options, kubernetes, global, store) = match parse(&args) {
         Ok(parsed) => parsed,
         Err(message) => {
             if !message.is_empty() {
@@ -164,7 +330,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let running = match start_with(options, kubernetes).await {
+        let running = match start_services(options, kubernetes, global, store).await {
             Ok(running) => running,
             Err(err) => {
                 eprintln!("meshward-control-plane: {err}");
@@ -174,6 +340,96 @@ fn main() -> ExitCode {
         // Tests and scripts read the bound addresses from these lines (ports may be 0).
         println!("xds {}", running.xds_addr);
         println!("http {}", running.http_addr);
+        if let Some(rls) = running.rls_addr {
+            println!("rls {rls}");
+        }
+        if let Some(store) = running.store_addr {
+            println!("store {store}");
+        }
+        wait_for_signal().await;
+        eprintln!("meshward-control-plane: shutting down");
+        running.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    if !message.is_empty() {
+        eprintln!("meshward-control-plane: {message}\n");
+    }
+    eprint!("{USAGE}");
+    if message.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// `meshward-control-plane store ...`: the idempotency store alone.
+fn run_store(args: &[String]) -> ExitCode {
+    let options = match parse_store(args) {
+        Ok(options) => options,
+        Err(message) => return usage_error(&message),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("meshward-control-plane: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match start_store(options).await {
+            Ok(running) => running,
+            Err(err) => {
+                eprintln!("meshward-control-plane: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Tests and scripts read the bound addresses from these lines (ports may be 0).
+        println!("store {}", running.store_addr);
+        if let Some(http) = running.http_addr {
+            println!("http {http}");
+        }
+        wait_for_signal().await;
+        eprintln!("meshward-control-plane: shutting down");
+        running.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// `meshward-control-plane rls ...`: the rate-limit service alone.
+fn run_rls(args: &[String]) -> ExitCode {
+    let options = match parse_rls(args) {
+        Ok(options) => options,
+        Err(message) => return usage_error(&message),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("meshward-control-plane: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match start_rls(options).await {
+            Ok(running) => running,
+            Err(err) => {
+                eprintln!("meshward-control-plane: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Tests and scripts read the bound addresses from these lines (ports may be 0).
+        println!("rls {}", running.rls_addr);
+        if let Some(http) = running.http_addr {
+            println!("http {http}");
+        }
         wait_for_signal().await;
         eprintln!("meshward-control-plane: shutting down");
         running.stop().await;

@@ -19,12 +19,79 @@ pub struct Metrics {
     pub pushes: Counter,
     pub acks: Counter,
     pub nacks: Counter,
+    /// Responses sent again after a code-cache-miss NACK (remote modules).
+    pub module_fetch_retries: Counter,
     pub push_to_ack: Histogram,
     pub policy_errors: Gauge,
     pub policies: Gauge,
     /// Runtime tuning (docs/adr/0007), named `meshward_control_plane_tuning_*` (the control plane prefix, ADR 0007).
     pub tuning: TuningMetrics,
     tuning_registry: Registry,
+    /// Redis/Valkey commands (docs/adr/0009): `redis_seconds{op}`, `redis_errors_total{op}`.
+    pub redis: RedisMetrics,
+    /// The rate-limit service: `rls_decisions_total{code}`.
+    pub rls: RlsMetrics,
+    /// The idempotency store: `store_reservations_total{outcome}`,
+    /// `store_completions_total{outcome}`.
+    pub store: StoreMetrics,
+}
+
+/// One Redis operation kind (`rls_token_bucket`, `store_reserve`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: String,
+}
+
+/// Latency and errors of Redis commands; clones share the series.
+#[derive(Clone, Debug)]
+pub struct RedisMetrics {
+    /// Every command, successful or not, timed until its answer or its timeout.
+    pub seconds: Family<OpLabels, Histogram>,
+    /// Commands that failed or timed out.
+    pub errors: Family<OpLabels, Counter>,
+}
+
+impl Default for RedisMetrics {
+    fn default() -> Self {
+        Self {
+            // 100 µs .. ~1.6 s.
+            seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+            }),
+            errors: Family::default(),
+        }
+    }
+}
+
+/// A rate-limit decision's outcome: `ok`, `over_limit`, `unknown` (no global policy or
+/// rule for the descriptor: nothing enforced), `error` (Redis failed: `UNAVAILABLE`),
+/// `invalid` (over the cardinality bounds: `INVALID_ARGUMENT`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+/// The rate-limit service's metrics; clones share the series.
+#[derive(Clone, Debug, Default)]
+pub struct RlsMetrics {
+    /// Per descriptor (one per rule of a request).
+    pub decisions: Family<CodeLabels, Counter>,
+}
+
+/// An idempotency store call's outcome. Reservations: `new`, `in_flight`, `completed`,
+/// `mismatch`, `error` (Redis failed: `UNAVAILABLE`), `invalid` (`INVALID_ARGUMENT`).
+/// Completions (`Complete` and `Release`): `stored`, `not_stored`, `released`,
+/// `lease_lost` (the caller's lock had expired: nothing written), `error`, `invalid`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// The idempotency store's metrics; clones share the series.
+#[derive(Clone, Debug, Default)]
+pub struct StoreMetrics {
+    pub reservations: Family<OutcomeLabels, Counter>,
+    pub completions: Family<OutcomeLabels, Counter>,
 }
 
 /// The runtime-tuning metrics; clones share the series.
@@ -85,6 +152,12 @@ impl Default for Metrics {
             "xDS responses rejected by a proxy (see /status for messages)",
             nacks.clone(),
         );
+        let module_fetch_retries = Counter::default();
+        registry.register(
+            "module_fetch_retries",
+            "xDS responses sent again after a proxy NACKed them for a wasm module it had not fetched yet (remote modules; not counted in nacks)",
+            module_fetch_retries.clone(),
+        );
         let push_to_ack = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "push_to_ack_seconds",
@@ -99,6 +172,34 @@ impl Default for Metrics {
         );
         let policies = Gauge::default();
         registry.register("policies", "Policies in force", policies.clone());
+        let redis = RedisMetrics::default();
+        registry.register(
+            "redis_seconds",
+            "Redis/Valkey command latency, per operation (including failures and timeouts)",
+            redis.seconds.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Redis/Valkey commands that failed or timed out, per operation",
+            redis.errors.clone(),
+        );
+        let rls = RlsMetrics::default();
+        registry.register(
+            "rls_decisions",
+            "Rate-limit service decisions per descriptor, by outcome (ok, over_limit, unknown, error, invalid)",
+            rls.decisions.clone(),
+        );
+        let store = StoreMetrics::default();
+        registry.register(
+            "store_reservations",
+            "Idempotency store reservations, by outcome (new, in_flight, completed, mismatch, error, invalid)",
+            store.reservations.clone(),
+        );
+        registry.register(
+            "store_completions",
+            "Idempotency store completions and releases, by outcome (stored, not_stored, released, lease_lost, error, invalid)",
+            store.completions.clone(),
+        );
         let tuning = TuningMetrics::default();
         let mut tuning_registry = Registry::with_prefix("meshward_control_plane_tuning");
         tuning.register(&mut tuning_registry);
@@ -108,11 +209,15 @@ impl Default for Metrics {
             pushes,
             acks,
             nacks,
+            module_fetch_retries,
             push_to_ack,
             policy_errors,
             policies,
             tuning,
             tuning_registry,
+            redis,
+            rls,
+            store,
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::http::{load_modules, router, HttpState};
 use crate::kubernetes::controller::KubernetesOptions;
 use crate::policy::file_source::FileSource;
 use crate::policy::sources::Source;
+use crate::redis::Redis;
+use crate::rls::Rls;
+use crate::store::Store;
 use crate::tuning::grpc::Reports;
 use crate::xds::resources::ModuleSource;
 use crate::xds::service::Xds;
@@ -42,10 +45,45 @@ pub enum ModuleMode {
     Remote { cluster: String, base_url: String },
 }
 
+/// The services kept in Redis/Valkey (docs/adr/0009), served when a Redis URL is given.
+#[derive(Debug, Clone)]
+pub struct GlobalOptions {
+    /// `redis://`, `rediss://`, `redis+cluster://h1:p1,h2:p2` ([`crate::redis`]).
+    pub redis_url: String,
+    /// Bounds every Redis command.
+    pub redis_timeout: Duration,
+    /// The rate-limit service (`envoy.service.ratelimit.v3`); `None`: not served.
+    pub rls_addr: Option<SocketAddr>,
+}
+
+/// The idempotency store (`meshward.idempotency.v1.IdempotencyStore`, docs/adr/0009),
+/// served next to the rate-limit service when a Redis URL is given.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub addr: SocketAddr,
+    /// Largest response body stored; larger is `INVALID_ARGUMENT`.
+    pub max_response_bytes: usize,
+}
+
+impl StoreOptions {
+    pub fn on(addr: SocketAddr) -> StoreOptions {
+        StoreOptions {
+            addr,
+            max_response_bytes: crate::store::DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
 /// A started control plane.
 pub struct Running {
     pub xds_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The rate-limit service's bound address, when served.
+    pub rls_addr: Option<SocketAddr>,
+    /// The idempotency store's bound address, when served.
+    pub store_addr: Option<SocketAddr>,
+    /// The shared Redis handle, when a Redis URL was given.
+    pub redis: Option<Redis>,
     pub world: Arc<World>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -80,6 +118,25 @@ pub async fn start(options: Options) -> Result<Running, String> {
 pub async fn start_with(
     options: Options,
     kubernetes: Option<KubernetesOptions>,
+) -> Result<Running, String> {
+    start_full(options, kubernetes, None).await
+}
+
+/// [`start_with`], plus the Redis-backed services when `global` is given.
+pub async fn start_full(
+    options: Options,
+    kubernetes: Option<KubernetesOptions>,
+    global: Option<GlobalOptions>,
+) -> Result<Running, String> {
+    start_services(options, kubernetes, global, None).await
+}
+
+/// [`start_full`], plus the idempotency store when `global` and `store` are given.
+pub async fn start_services(
+    options: Options,
+    kubernetes: Option<KubernetesOptions>,
+    global: Option<GlobalOptions>,
+    store: Option<StoreOptions>,
 ) -> Result<Running, String> {
     let served = match &options.wasm_dir {
         Some(dir) => load_modules(dir)?,
@@ -189,9 +246,31 @@ pub async fn start_with(
         }
     }));
 
+    let redis = match &global {
+        Some(global) => Some(connect_redis(global, &world).await?),
+        None => None,
+    };
+    let mut rls_addr = None;
+    if let (Some(global), Some(redis)) = (&global, &redis) {
+        if let Some(addr) = global.rls_addr {
+            let (bound, task) = serve_rls(addr, &world, redis, shutdown.subscribe()).await?;
+            rls_addr = Some(bound);
+            tasks.push(task);
+        }
+    }
+    let mut store_addr = None;
+    if let (Some(store), Some(redis)) = (&store, &redis) {
+        let (bound, task) = serve_store(store, &world, redis, shutdown.subscribe()).await?;
+        store_addr = Some(bound);
+        tasks.push(task);
+    }
+
     Ok(Running {
         xds_addr,
         http_addr,
+        rls_addr,
+        store_addr,
+        redis,
         world,
         shutdown,
         tasks,
@@ -246,4 +325,263 @@ fn start_file_source(
             }
         }
     }))
+}
+
+async fn connect_redis(global: &GlobalOptions, world: &Arc<World>) -> Result<Redis, String> {
+    let redis = Redis::connect(&global.redis_url, global.redis_timeout)
+        .await?
+        .with_metrics(world.metrics.redis.clone());
+    // Not required at start (commands fail until Redis answers), but say so early.
+    if let Err(err) = redis.ping().await {
+        eprintln!(
+            "meshward-control-plane: Redis not reachable yet ({err}); retrying in the background"
+        );
+    }
+    Ok(redis)
+}
+
+/// Serves `envoy.service.ratelimit.v3.RateLimitService` on `addr` until `stop`.
+async fn serve_rls(
+    addr: SocketAddr,
+    world: &Arc<World>,
+    redis: &Redis,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for the rate-limit service on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let rls = Rls::new(world.clone(), redis.clone());
+    let task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .tcp_nodelay(true)
+            .add_service(rls.server())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        if let Err(err) = result {
+            eprintln!("meshward-control-plane: rate-limit service failed: {err}");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// What `meshward-control-plane rls` runs: policies (files and/or Kubernetes custom
+/// resources, read only) and the rate-limit service; no xDS, no status writing.
+#[derive(Debug, Clone)]
+pub struct RlsOptions {
+    /// YAML policies, polled. Empty: no file source.
+    pub policy_dir: PathBuf,
+    pub poll_interval: Duration,
+    /// Read `RateLimitPolicy` resources from the cluster.
+    pub kubernetes: bool,
+    /// `/metrics`, `/healthz`, `/status`; `None`: not served.
+    pub http_addr: Option<SocketAddr>,
+    pub global: GlobalOptions,
+}
+
+/// A started standalone rate-limit service.
+pub struct RlsRunning {
+    pub rls_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub world: Arc<World>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RlsRunning {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            for abort in aborts {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Starts the rate-limit service alone (`meshward-control-plane rls`).
+pub async fn start_rls(options: RlsOptions) -> Result<RlsRunning, String> {
+    let rls_addr = options
+        .global
+        .rls_addr
+        .ok_or("the rate-limit service needs an address")?;
+    let world = World::new(ModuleSource::Local { dir: String::new() });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if !options.policy_dir.as_os_str().is_empty() {
+        let file_options = Options {
+            policy_dir: options.policy_dir.clone(),
+            xds_addr: rls_addr,
+            http_addr: rls_addr,
+            wasm_dir: None,
+            modules: ModuleMode::Local { dir: String::new() },
+            poll_interval: options.poll_interval,
+        };
+        tasks.push(start_file_source(
+            &file_options,
+            &world,
+            shutdown_rx.clone(),
+        )?);
+    }
+    if options.kubernetes {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            format!("Kubernetes mode: no cluster access ({e}); in a pod, check the service account; outside, KUBECONFIG")
+        })?;
+        tasks
+            .push(crate::rls::kubernetes::start(client, world.clone(), shutdown_rx.clone()).await?);
+    }
+    let redis = connect_redis(&options.global, &world).await?;
+    let (rls_addr, task) = serve_rls(rls_addr, &world, &redis, shutdown_rx.clone()).await?;
+    tasks.push(task);
+    let mut http_addr = None;
+    if let Some(addr) = options.http_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?;
+        http_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
+        let app = router(HttpState {
+            world: world.clone(),
+            modules: Arc::default(),
+        });
+        let mut http_stop = shutdown_rx;
+        tasks.push(tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.changed().await;
+                })
+                .await;
+            if let Err(err) = result {
+                eprintln!("meshward-control-plane: HTTP server failed: {err}");
+            }
+        }));
+    }
+    Ok(RlsRunning {
+        rls_addr,
+        http_addr,
+        world,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Serves `meshward.idempotency.v1.IdempotencyStore` on `options.addr` until `stop`.
+async fn serve_store(
+    options: &StoreOptions,
+    world: &Arc<World>,
+    redis: &Redis,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let addr = options.addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for the idempotency store on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let store = Store::new(
+        redis.clone(),
+        world.metrics.store.clone(),
+        options.max_response_bytes,
+    );
+    let task = tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .tcp_nodelay(true)
+            .add_service(store.server())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        if let Err(err) = result {
+            eprintln!("meshward-control-plane: idempotency store failed: {err}");
+        }
+    });
+    Ok((bound, task))
+}
+
+/// What `meshward-control-plane store` runs: the idempotency store alone (no policies,
+/// no xDS).
+#[derive(Debug, Clone)]
+pub struct StoreServiceOptions {
+    pub redis_url: String,
+    pub redis_timeout: Duration,
+    pub store: StoreOptions,
+    /// `/metrics`, `/healthz`; `None`: not served.
+    pub http_addr: Option<SocketAddr>,
+}
+
+/// A started standalone idempotency store.
+pub struct StoreRunning {
+    pub store_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub world: Arc<World>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl StoreRunning {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            for abort in aborts {
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Starts the idempotency store alone (`meshward-control-plane store`).
+pub async fn start_store(options: StoreServiceOptions) -> Result<StoreRunning, String> {
+    // Only for its metrics (and /metrics): no policies here.
+    let world = World::new(ModuleSource::Local { dir: String::new() });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let global = GlobalOptions {
+        redis_url: options.redis_url.clone(),
+        redis_timeout: options.redis_timeout,
+        rls_addr: None,
+    };
+    let redis = connect_redis(&global, &world).await?;
+    let (store_addr, task) =
+        serve_store(&options.store, &world, &redis, shutdown_rx.clone()).await?;
+    let mut tasks = vec![task];
+    let mut http_addr = None;
+    if let Some(addr) = options.http_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?;
+        http_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
+        let app = router(HttpState {
+            world: world.clone(),
+            modules: Arc::default(),
+        });
+        let mut http_stop = shutdown_rx;
+        tasks.push(tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.changed().await;
+                })
+                .await;
+            if let Err(err) = result {
+                eprintln!("meshward-control-plane: HTTP server failed: {err}");
+            }
+        }));
+    }
+    Ok(StoreRunning {
+        store_addr,
+        http_addr,
+        world,
+        shutdown,
+        tasks,
+    })
 }

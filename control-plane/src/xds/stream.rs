@@ -2,12 +2,14 @@
 //! register the client by the types it asks for (an Envoy proxy for ECDS, a tuning
 //! agent for runtime tuning: [`super::types`]), feed each request of a served type to
 //! the protocol, recompute on every world change (agents: also on every tuning document
-//! change), end on shutdown, and unregister when the stream goes away. What a request
-//! means and what a response carries is the protocol's ([`super::sotw`], [`super::delta`]).
+//! change) and when a re-send after a code-cache miss is due, end on shutdown, and
+//! unregister when the stream goes away. What a request means and what a response
+//! carries is the protocol's ([`super::sotw`], [`super::delta`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::mpsc;
@@ -39,6 +41,9 @@ pub trait Protocol: 'static {
         request: &Self::Request,
         first: bool,
     ) -> bool;
+
+    /// When a version held back after a code-cache-miss NACK is due to be sent again.
+    fn retry_at(state: &Self::State, now: Instant) -> Option<Instant>;
 
     /// Sends what the proxy should get next, if anything; `false` when the stream is closed.
     fn send(
@@ -76,6 +81,11 @@ async fn run<P: Protocol>(
     let (mut proxy, mut agent) = (false, false);
     let mut types: BTreeMap<String, P::State> = BTreeMap::new();
     loop {
+        // Re-sends after a proxy's code-cache miss (`super::code_cache`) are timed.
+        let now = Instant::now();
+        let retry_at = types.values().filter_map(|s| P::retry_at(s, now)).min();
+        let retry =
+            tokio::time::sleep_until(tokio::time::Instant::from_std(retry_at.unwrap_or(now)));
         tokio::select! {
             request = requests.next() => {
                 let Some(Ok(request)) = request else { break };
@@ -119,6 +129,11 @@ async fn run<P: Protocol>(
             }
             changed = changes.changed() => {
                 if changed.is_err() || world.is_closing() { break }
+                let Some(node) = node.as_ref() else { continue };
+                if !send_all::<P>(&world, node, &mut types, &tx).await { break }
+            }
+            () = retry, if retry_at.is_some() => {
+                if world.is_closing() { break }
                 let Some(node) = node.as_ref() else { continue };
                 if !send_all::<P>(&world, node, &mut types, &tx).await { break }
             }

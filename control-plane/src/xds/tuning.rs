@@ -87,5 +87,6 @@ pub fn resource(world: &World, name: &str, node: &NodeInfo) -> Option<Built> {
             type_url: RUNTIME_TUNING_TYPE_URL.into(),
             value: document.to_proto().encode_to_vec(),
         },
+        code: None,
     })
 }

@@ -1,7 +1,7 @@
 //! What every xDS stream shares: the policies in force, the connected proxies per
 //! workload (replica counts for `scope: workload`), a generation number that moves on
 //! every change (streams watch it and recompute), and the status the HTTP endpoint
-//! reports (pushed/ACKed versions, NACK messages).
+//! reports (pushed/ACKed versions, NACK messages, modules being fetched).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -72,6 +72,9 @@ pub struct ResourceStatus {
     pub pushed_version: Option<String>,
     pub acked_version: Option<String>,
     pub nack: Option<Nack>,
+    /// The proxy NACKed `version` because it has not fetched its (remote) module yet: a
+    /// transient state, the version is sent again (`super::code_cache`). Not a rejection.
+    pub fetching: Option<Fetching>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +82,18 @@ pub struct ResourceStatus {
 pub struct Nack {
     pub version: String,
     pub message: String,
+    pub at_unix: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fetching {
+    pub version: String,
+    /// Envoy's message.
+    pub message: String,
+    /// Re-sends so far for this version, counting the one scheduled.
+    pub attempt: u32,
+    pub retry_in_ms: u64,
     pub at_unix: u64,
 }
 
@@ -373,6 +388,7 @@ impl World {
                 let entry = status.resources.entry(name.clone()).or_default();
                 entry.acked_version = Some(version.clone());
                 entry.nack = None;
+                entry.fetching = None;
             }
         }
         drop(proxies);
@@ -394,9 +410,50 @@ impl World {
         let mut proxies = lock(&self.proxies);
         if let Some(status) = proxies.get_mut(&node.id) {
             for (name, version) in resources {
-                status.resources.entry(name.clone()).or_default().nack = Some(Nack {
+                let entry = status.resources.entry(name.clone()).or_default();
+                entry.nack = Some(Nack {
                     version: version.clone(),
                     message: message.into(),
+                    at_unix: unix_now(),
+                });
+                entry.fetching = None;
+            }
+        }
+        drop(proxies);
+        self.delivery_changed();
+    }
+
+    /// The proxy NACKed these (name, version) for a wasm module it has not fetched yet;
+    /// they are sent again after `retry_in` (re-send `attempt`). Transient: recorded as
+    /// `fetching`, not as a NACK (so `Programmed` stays pending, not rejected).
+    pub fn on_module_fetch(
+        &self,
+        node: &NodeInfo,
+        resources: &[(String, String)],
+        message: &str,
+        attempt: u32,
+        retry_in: std::time::Duration,
+    ) {
+        eprintln!(
+            "meshward-control-plane: proxy {} ({}) is fetching the module of {} (Envoy: \
+             {message}); sending it again in {retry_in:?} (re-send {attempt} of {})",
+            node.id,
+            node.workload.key(),
+            resources
+                .iter()
+                .map(|(n, v)| format!("{n}@{v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::xds::code_cache::MAX_ATTEMPTS,
+        );
+        let mut proxies = lock(&self.proxies);
+        if let Some(status) = proxies.get_mut(&node.id) {
+            for (name, version) in resources {
+                status.resources.entry(name.clone()).or_default().fetching = Some(Fetching {
+                    version: version.clone(),
+                    message: message.into(),
+                    attempt,
+                    retry_in_ms: u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
                     at_unix: unix_now(),
                 });
             }

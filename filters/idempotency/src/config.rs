@@ -37,9 +37,32 @@ pub enum FailureMode {
     Deny,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StoreKind {
+    /// proxy-wasm shared data: one Envoy (all its workers).
+    #[default]
+    Local,
+    /// The control plane's `IdempotencyStore` (Redis/Valkey): every replica.
+    Remote,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreConfig {
+    #[serde(rename = "type")]
+    pub kind: StoreKind,
+    /// Remote: the Envoy cluster (HTTP/2) of the store service.
+    pub cluster: Option<String>,
+    /// Remote: per call.
+    pub timeout: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IdempotencyConfig {
+    /// Where records live; the embedded table by default.
+    pub store: Option<StoreConfig>,
     pub methods: Option<Vec<String>>,
     pub header: Option<String>,
     #[serde(default)]
@@ -115,8 +138,28 @@ pub struct CompiledRoute {
     pub key: KeyRequirement,
 }
 
+/// Where records live, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreMode {
+    Local,
+    Remote(RemoteStore),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteStore {
+    pub cluster: String,
+    /// Bounds every call; past it, the call counts as failed (`failureMode`).
+    pub timeout_nanos: u64,
+}
+
+pub const DEFAULT_STORE_CLUSTER: &str = "meshward-store";
+const DEFAULT_STORE_TIMEOUT: &str = "100ms";
+const MIN_STORE_TIMEOUT_NANOS: u64 = 1_000_000;
+const MAX_STORE_TIMEOUT_NANOS: u64 = 10_000_000_000;
+
 #[derive(Debug, Clone)]
 pub struct CompiledConfig {
+    pub store: StoreMode,
     pub methods: Vec<String>,
     pub header: String,
     pub lenient: bool,
@@ -238,6 +281,7 @@ impl IdempotencyConfig {
             return Err(root.field("maxEntries").error("expected 1 to 1000000"));
         }
         Ok(CompiledConfig {
+            store: self.compile_store(&root)?,
             methods,
             header,
             lenient: self.lenient,
@@ -278,6 +322,51 @@ impl IdempotencyConfig {
     }
 }
 
+impl IdempotencyConfig {
+    fn compile_store(&self, root: &JsonPath) -> Result<StoreMode, ConfigError> {
+        let Some(store) = &self.store else {
+            return Ok(StoreMode::Local);
+        };
+        let at = root.field("store");
+        match store.kind {
+            StoreKind::Local => {
+                for (field, given) in [
+                    ("cluster", store.cluster.is_some()),
+                    ("timeout", store.timeout.is_some()),
+                ] {
+                    if given {
+                        return Err(at.field(field).error("only for \"type\": \"remote\""));
+                    }
+                }
+                Ok(StoreMode::Local)
+            }
+            StoreKind::Remote => {
+                let cluster = store
+                    .cluster
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_STORE_CLUSTER.into());
+                if cluster.is_empty() || cluster.len() > 255 {
+                    return Err(at
+                        .field("cluster")
+                        .error("expected an Envoy cluster name (1 to 255 characters)"));
+                }
+                let timeout_nanos = duration(
+                    store.timeout.as_deref(),
+                    DEFAULT_STORE_TIMEOUT,
+                    at.field("timeout"),
+                )?;
+                if !(MIN_STORE_TIMEOUT_NANOS..=MAX_STORE_TIMEOUT_NANOS).contains(&timeout_nanos) {
+                    return Err(at.field("timeout").error("expected 1ms to 10s"));
+                }
+                Ok(StoreMode::Remote(RemoteStore {
+                    cluster,
+                    timeout_nanos,
+                }))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
@@ -296,6 +385,32 @@ mod tests {
         assert_eq!(config.lock_nanos, 30 * 1_000_000_000);
         assert_eq!(config.failure_mode, FailureMode::Deny);
         assert!(config.routes.is_empty());
+        assert_eq!(config.store, StoreMode::Local);
+    }
+
+    #[test]
+    fn remote_store() {
+        let config = parse(br#"{"store":{"type":"remote"}}"#).unwrap();
+        assert_eq!(
+            config.store,
+            StoreMode::Remote(RemoteStore {
+                cluster: "meshward-store".into(),
+                timeout_nanos: 100_000_000
+            })
+        );
+        let config =
+            parse(br#"{"store":{"type":"remote","cluster":"store-b","timeout":"250ms"}}"#).unwrap();
+        assert_eq!(
+            config.store,
+            StoreMode::Remote(RemoteStore {
+                cluster: "store-b".into(),
+                timeout_nanos: 250_000_000
+            })
+        );
+        assert_eq!(
+            parse(br#"{"store":{"type":"local"}}"#).unwrap().store,
+            StoreMode::Local
+        );
     }
 
     #[test]
@@ -320,6 +435,28 @@ mod tests {
             (r#"{"maxEntries":0}"#, "maxEntries"),
             (r#"{"store5XX":true}"#, "store5XX"),
             (r#"{"inFlightWait":"2m"}"#, "inFlightWait"),
+            (r#"{"store":{"type":"redis"}}"#, "store.type"),
+            (r#"{"store":{}}"#, "store"),
+            (
+                r#"{"store":{"type":"remote","timeout":"20s"}}"#,
+                "store.timeout",
+            ),
+            (
+                r#"{"store":{"type":"remote","timeout":"0s"}}"#,
+                "store.timeout",
+            ),
+            (
+                r#"{"store":{"type":"remote","cluster":""}}"#,
+                "store.cluster",
+            ),
+            (
+                r#"{"store":{"type":"local","cluster":"c"}}"#,
+                "store.cluster",
+            ),
+            (
+                r#"{"store":{"type":"remote","url":"redis://x"}}"#,
+                "store.url",
+            ),
         ];
         for (json, path) in cases {
             let err = parse(json.as_bytes()).expect_err(json);

@@ -1,28 +1,47 @@
 //! proxy-wasm adapter: plans the request from its headers, buffers the body for the
 //! fingerprint, reserves the key, and captures the upstream response as it streams by
-//! (never delaying it) to store it at the end. All decisions come from
-//! [`crate::machine`]; records live in [`crate::table::SharedDataRecords`].
+//! to store it at the end. All decisions come from [`crate::machine`]; records live in
+//! [`crate::table::SharedDataRecords`] (embedded) or in the control plane's store
+//! ([`crate::remote`], `store: remote`).
+//!
+//! With the remote store every store operation is a gRPC call (`dispatch_grpc_call`,
+//! bounded by `store.timeout`), so the adapter waits for its answer where the embedded
+//! store answers at once:
+//! - `Reserve`: the request is held (headers without a body, or the complete body)
+//!   until the answer; then the same [`machine::decide`] as for the embedded store.
+//! - `Complete`/`Release`: the end of the response (its last chunk, or its headers for a
+//!   release or a stream) is held until the store has recorded the outcome, so a client
+//!   that has seen the response and retries — on any replica — finds the record. These
+//!   calls are made on behalf of the root context, so Envoy does not cancel them when
+//!   the request's context goes away (a client that leaves mid-response).
+//!
+//! A failed or timed-out call counts in `store_errors`; a failed `Reserve` follows
+//! `failureMode`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType};
 
-use crate::config::{self, CompiledConfig, Oversized};
+use crate::config::{self, CompiledConfig, Oversized, StoreMode};
 use crate::fingerprint::{fingerprint, Digest128};
 use crate::machine::{self, Decision, Reply, RequestPlan, ResponsePlan};
+use crate::remote;
 use crate::response::StoredResponse;
-use crate::store::{Finish, Lease, NotStored, RecordStore, Reservation};
+use crate::store::{Finish, Lease, NotStored, RecordStore, Reservation, Token};
 use crate::table::SharedDataRecords;
 use meshward_filter_common::clock::Clock;
 use meshward_filter_common::host::clock::HostClock;
+use meshward_filter_common::host::grpc;
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
 use meshward_filter_common::host::plugin;
 use meshward_filter_common::host::request::{read_headers, read_request_head};
 use meshward_filter_common::host::shared_data::HostSharedData;
+use meshward_filter_common::store::StoreError;
 
 const NAMESPACE: &str = "default";
 const SWEEP_PAGES_PER_TICK: u32 = 256;
@@ -39,6 +58,8 @@ struct Waiter {
     /// The request's lease slot, filled if the key is released and this request gets
     /// to execute after all.
     lease: Rc<Cell<Option<Lease>>>,
+    /// Remote store: the `Reserve` asking for this waiter right now.
+    polling: Option<u32>,
 }
 
 type Waiters = Rc<RefCell<Vec<Waiter>>>;
@@ -72,22 +93,206 @@ impl Metrics {
     }
 }
 
+/// Where this configuration's records live.
+enum Backend {
+    /// Built once per configuration: every request reserves and completes through it.
+    Local(SharedDataRecords<'static>),
+    /// The control plane's `IdempotencyStore` through an Envoy cluster.
+    Remote { cluster: String, timeout: Duration },
+}
+
 struct Runtime {
     config: CompiledConfig,
     metrics: Metrics,
-    /// Built once per configuration: every request reserves and completes through it.
-    records: SharedDataRecords<'static>,
+    backend: Backend,
+    /// Completions and releases are dispatched on the root context's behalf.
+    root_context_id: u32,
 }
 
-#[derive(Default)]
+impl Runtime {
+    fn table(&self) -> Option<&SharedDataRecords<'static>> {
+        match &self.backend {
+            Backend::Local(table) => Some(table),
+            Backend::Remote { .. } => None,
+        }
+    }
+
+    /// Starts a call to the remote store from the current context (Envoy cancels it if
+    /// that context goes away first).
+    fn call(&self, method: &str, message: &[u8]) -> Result<u32, String> {
+        match &self.backend {
+            Backend::Remote { cluster, timeout } => {
+                grpc::dispatch(cluster, remote::SERVICE, method, message, *timeout)
+            }
+            Backend::Local(_) => Err("no remote store is configured".into()),
+        }
+    }
+
+    /// Starts a call owned by the root context, from the request context `own_id`:
+    /// it completes even when the request's context is destroyed before the answer. The
+    /// answer still comes to `own_id` while it exists (the SDK routes answers to the
+    /// context that dispatched), and is dropped after.
+    fn call_as_root(&self, own_id: u32, method: &str, message: &[u8]) -> Result<u32, String> {
+        let switched = proxy_wasm::hostcalls::set_effective_context(self.root_context_id).is_ok();
+        let result = self.call(method, message);
+        if switched {
+            let _ = proxy_wasm::hostcalls::set_effective_context(own_id);
+        }
+        result
+    }
+
+    /// Tick when nothing waits: the sweep of the embedded table, none for the remote
+    /// store (Redis expires records itself).
+    fn idle_tick(&self) -> Duration {
+        match self.backend {
+            Backend::Local(_) => SWEEP_INTERVAL,
+            Backend::Remote { .. } => Duration::ZERO,
+        }
+    }
+}
+
+/// What a request does after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Goes on upstream.
+    Continue,
+    /// Held: waiting for the first request's result (`inFlightWait`).
+    Wait,
+    /// Answered by the filter.
+    Replied,
+}
+
+impl Next {
+    fn action(self) -> Action {
+        match self {
+            Next::Continue => Action::Continue,
+            Next::Wait | Next::Replied => Action::Pause,
+        }
+    }
+}
+
+/// Acts on a decision for the current (effective) request context.
+fn apply(runtime: &Runtime, decision: Decision, lease: &Cell<Option<Lease>>) -> Next {
+    let metrics = &runtime.metrics;
+    match decision {
+        Decision::Forward {
+            lease: granted,
+            evicted,
+        } => {
+            metrics.executions.increment();
+            if evicted {
+                metrics.evictions.increment();
+            }
+            lease.set(Some(granted));
+            Next::Continue
+        }
+        Decision::Replay(reply) => {
+            metrics.replays.increment();
+            send(&reply);
+            Next::Replied
+        }
+        Decision::Conflict(reply) => {
+            metrics.conflicts.increment();
+            send(&reply);
+            Next::Replied
+        }
+        Decision::Mismatch(reply) => {
+            metrics.mismatches.increment();
+            send(&reply);
+            Next::Replied
+        }
+        Decision::Unavailable { reply, error } => {
+            metrics.store_errors.increment();
+            log::warn(&format!("meshward idempotency: {error}"));
+            match reply {
+                Some(reply) => {
+                    send(&reply);
+                    Next::Replied
+                }
+                None => Next::Continue,
+            }
+        }
+    }
+}
+
+/// The answer of a remote call: the response message, or why there is none.
+fn answer(status_code: u32, response_size: usize) -> Result<Vec<u8>, StoreError> {
+    if status_code == grpc::OK {
+        Ok(grpc::response(response_size))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "the idempotency store failed: {}",
+            grpc::status_message()
+        )))
+    }
+}
+
 pub struct IdempotencyRoot {
+    context_id: u32,
     runtime: Option<Rc<Runtime>>,
     sweep_cursor: u32,
     last_sweep: u64,
     waiters: Waiters,
+    /// Remote store: the scope each waiter's `Reserve` in flight asks about (a waiter
+    /// that left meanwhile may have been granted the key: it is released).
+    polls: HashMap<u32, Digest128>,
 }
 
-impl Context for IdempotencyRoot {}
+impl IdempotencyRoot {
+    pub fn new(context_id: u32) -> Self {
+        Self {
+            context_id,
+            runtime: None,
+            sweep_cursor: 0,
+            last_sweep: 0,
+            waiters: Waiters::default(),
+            polls: HashMap::new(),
+        }
+    }
+}
+
+impl Context for IdempotencyRoot {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let Some(scope) = self.polls.remove(&token_id) else {
+            return; // a release made for a waiter that had left
+        };
+        let reservation =
+            answer(status_code, response_size).and_then(|message| remote::reservation(&message));
+        let waiter = {
+            let mut waiters = self.waiters.borrow_mut();
+            waiters
+                .iter()
+                .position(|w| w.polling == Some(token_id))
+                .map(|at| waiters.swap_remove(at))
+        };
+        match waiter {
+            None => {
+                if let Ok(Reservation::Execute {
+                    lease: Lease::Token(token),
+                    ..
+                }) = reservation
+                {
+                    release_for_departed(&runtime, &scope, &token);
+                }
+            }
+            Some(mut waiter) => {
+                let now = HostClock.now_nanos();
+                if matches!(reservation, Ok(Reservation::InFlight)) && now < waiter.deadline {
+                    waiter.polling = None;
+                    self.waiters.borrow_mut().push(waiter);
+                } else {
+                    resolve_waiter(&runtime, &waiter, reservation);
+                }
+            }
+        }
+        if self.waiters.borrow().is_empty() {
+            let _ = proxy_wasm::hostcalls::set_tick_period(runtime.idle_tick());
+        }
+    }
+}
 
 impl RootContext for IdempotencyRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -100,25 +305,35 @@ impl RootContext for IdempotencyRoot {
                 return false;
             }
         };
-        let records = SharedDataRecords::new(
-            &HostSharedData,
-            NAMESPACE,
-            config.max_entries,
-            config.max_stored_bytes,
-        );
+        let backend = match &config.store {
+            StoreMode::Local => {
+                let records = SharedDataRecords::new(
+                    &HostSharedData,
+                    NAMESPACE,
+                    config.max_entries,
+                    config.max_stored_bytes,
+                );
+                if let Err(err) = records.prepare() {
+                    log::error(&format!(
+                        "meshward idempotency: cannot create the record table: {err}"
+                    ));
+                    return false;
+                }
+                Backend::Local(records)
+            }
+            StoreMode::Remote(store) => Backend::Remote {
+                cluster: store.cluster.clone(),
+                timeout: Duration::from_nanos(store.timeout_nanos),
+            },
+        };
         let runtime = Runtime {
             config,
             metrics: Metrics::define(),
-            records,
+            backend,
+            root_context_id: self.context_id,
         };
-        if let Err(err) = runtime.records.prepare() {
-            log::error(&format!(
-                "meshward idempotency: cannot create the record table: {err}"
-            ));
-            return false;
-        }
+        let _ = proxy_wasm::hostcalls::set_tick_period(runtime.idle_tick());
         self.runtime = Some(Rc::new(runtime));
-        let _ = proxy_wasm::hostcalls::set_tick_period(SWEEP_INTERVAL);
         true
     }
 
@@ -128,14 +343,14 @@ impl RootContext for IdempotencyRoot {
         };
         let now = HostClock.now_nanos();
         self.poll_waiters(&runtime, now);
+        let Some(table) = runtime.table() else {
+            return;
+        };
         if now.saturating_sub(self.last_sweep)
             >= SWEEP_INTERVAL.as_nanos().try_into().unwrap_or(u64::MAX)
         {
             self.last_sweep = now;
-            if let Err(err) = runtime
-                .records
-                .sweep(now, self.sweep_cursor, SWEEP_PAGES_PER_TICK)
-            {
+            if let Err(err) = table.sweep(now, self.sweep_cursor, SWEEP_PAGES_PER_TICK) {
                 log::warn(&format!("meshward idempotency: sweep failed: {err}"));
             }
             self.sweep_cursor = self.sweep_cursor.wrapping_add(SWEEP_PAGES_PER_TICK);
@@ -156,10 +371,51 @@ impl RootContext for IdempotencyRoot {
     }
 }
 
+/// A waiter's request is decided: act as that request (`set_effective_context`).
+fn resolve_waiter(
+    runtime: &Runtime,
+    waiter: &Waiter,
+    reservation: Result<Reservation, StoreError>,
+) {
+    if proxy_wasm::hostcalls::set_effective_context(waiter.context_id).is_err() {
+        // The request is gone; a key it was granted goes back at once.
+        match reservation {
+            Ok(Reservation::Execute {
+                lease: Lease::Token(token),
+                ..
+            }) => release_for_departed(runtime, &waiter.scope, &token),
+            Ok(Reservation::Execute { lease, .. }) => {
+                if let Some(table) = runtime.table() {
+                    let _ = table.release(lease);
+                }
+            }
+            _ => {}
+        }
+        return;
+    }
+    let decision = machine::decide(&runtime.config, reservation);
+    if apply(runtime, decision, &waiter.lease) == Next::Continue {
+        let _ = proxy_wasm::hostcalls::resume_http_request();
+    }
+}
+
+/// Gives back a key granted to a request that left before it could use it (from the
+/// root context: nobody waits for the answer).
+fn release_for_departed(runtime: &Runtime, scope: &Digest128, token: &Token) {
+    if let Err(err) = runtime.call(remote::RELEASE, &remote::release_request(scope, token)) {
+        runtime.metrics.store_errors.increment();
+        log::warn(&format!(
+            "meshward idempotency: could not release a record: {err}"
+        ));
+    }
+}
+
 impl IdempotencyRoot {
     /// Looks at every waiting duplicate's record again, acting as that request
     /// (`set_effective_context`): replay when the first request completed, execute when
-    /// it was released, 409 when the wait is over. Back to the slow tick when none wait.
+    /// it was released, 409 when the wait is over. Back to the idle tick when none wait.
+    /// With the remote store, each waiter gets one `Reserve` at a time, answered in
+    /// `on_grpc_call_response`.
     fn poll_waiters(&mut self, runtime: &Runtime, now: u64) {
         // Take the list out: no borrow may be held across host calls, which could run
         // another context's callbacks (its `on_log` removes its own entry).
@@ -168,64 +424,43 @@ impl IdempotencyRoot {
             return;
         }
         let config = &runtime.config;
-        let still: Vec<Waiter> = waiting
-            .into_iter()
-            .filter(|waiter| {
-                let reservation = runtime.records.reserve(
-                    &waiter.scope,
-                    &waiter.fingerprint,
-                    now,
-                    config.lock_nanos,
-                );
-                let still_waiting =
-                    matches!(reservation, Ok(Reservation::InFlight)) && now < waiter.deadline;
-                if still_waiting {
-                    return true;
+        let mut still = Vec::with_capacity(waiting.len());
+        for mut waiter in waiting {
+            let reservation = match runtime.table() {
+                Some(table) => {
+                    table.reserve(&waiter.scope, &waiter.fingerprint, now, config.lock_nanos)
                 }
-                if proxy_wasm::hostcalls::set_effective_context(waiter.context_id).is_err() {
-                    return false; // the request is gone
+                None if waiter.polling.is_some() => {
+                    still.push(waiter);
+                    continue;
                 }
-                match machine::decide(config, reservation) {
-                    Decision::Forward { lease, evicted } => {
-                        runtime.metrics.executions.increment();
-                        if evicted {
-                            runtime.metrics.evictions.increment();
+                None => {
+                    let message = remote::reserve_request(
+                        &waiter.scope,
+                        &waiter.fingerprint,
+                        config.lock_nanos,
+                    );
+                    match runtime.call(remote::RESERVE, &message) {
+                        Ok(token) => {
+                            self.polls.insert(token, waiter.scope);
+                            waiter.polling = Some(token);
+                            still.push(waiter);
+                            continue;
                         }
-                        waiter.lease.set(Some(lease));
-                        let _ = proxy_wasm::hostcalls::resume_http_request();
-                    }
-                    Decision::Replay(reply) => {
-                        runtime.metrics.replays.increment();
-                        send(&reply);
-                    }
-                    Decision::Conflict(reply) => {
-                        runtime.metrics.conflicts.increment();
-                        send(&reply);
-                    }
-                    Decision::Mismatch(reply) => {
-                        runtime.metrics.mismatches.increment();
-                        send(&reply);
-                    }
-                    Decision::Unavailable { reply, error } => {
-                        runtime.metrics.store_errors.increment();
-                        log::warn(&format!("meshward idempotency: {error}"));
-                        match reply {
-                            Some(reply) => {
-                                send(&reply);
-                            }
-                            None => {
-                                let _ = proxy_wasm::hostcalls::resume_http_request();
-                            }
-                        }
+                        Err(err) => Err(StoreError::Unavailable(err)),
                     }
                 }
-                false
-            })
-            .collect();
+            };
+            if matches!(reservation, Ok(Reservation::InFlight)) && now < waiter.deadline {
+                still.push(waiter);
+            } else {
+                resolve_waiter(runtime, &waiter, reservation);
+            }
+        }
         let mut waiters = self.waiters.borrow_mut();
         waiters.extend(still);
         if waiters.is_empty() {
-            let _ = proxy_wasm::hostcalls::set_tick_period(SWEEP_INTERVAL);
+            let _ = proxy_wasm::hostcalls::set_tick_period(runtime.idle_tick());
         }
     }
 }
@@ -238,6 +473,13 @@ struct Capture {
     too_large: bool,
 }
 
+/// A remote call the request waits for.
+enum Call {
+    Reserve { fingerprint: Digest128 },
+    Complete { sent: Result<(), NotStored> },
+    Release,
+}
+
 #[derive(Default)]
 struct IdempotencyHttp {
     runtime: Option<Rc<Runtime>>,
@@ -245,68 +487,135 @@ struct IdempotencyHttp {
     waiters: Waiters,
     /// Set while the request takes part and is not decided yet.
     pending: Option<(Digest128, String, String)>,
+    /// The record's scope once the request takes part (the remote store's key).
+    scope: Option<Digest128>,
     /// Shared with a [`Waiter`], which may fill it.
     lease: Rc<Cell<Option<Lease>>>,
     capture: Option<Capture>,
+    /// The remote call in flight for this request, by token.
+    call: Option<(u32, Call)>,
 }
-
-impl Context for IdempotencyHttp {}
 
 fn send(reply: &Reply) -> Action {
     plugin::send_local_reply(reply.status, &reply.headers, &reply.body)
 }
 
+impl Context for IdempotencyHttp {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let Some(runtime) = self.runtime.clone() else {
+            return;
+        };
+        let call = match self.call.take() {
+            Some((token, call)) if token == token_id => call,
+            other => {
+                self.call = other;
+                return;
+            }
+        };
+        let answer = answer(status_code, response_size);
+        match call {
+            Call::Reserve { fingerprint } => {
+                let reservation = answer.and_then(|message| remote::reservation(&message));
+                if self.on_reservation(&runtime, reservation, fingerprint) == Next::Continue {
+                    let _ = proxy_wasm::hostcalls::resume_http_request();
+                }
+            }
+            Call::Complete { sent } => {
+                report_finish(
+                    &runtime,
+                    answer.and_then(|message| remote::finish(&message, sent)),
+                );
+                let _ = proxy_wasm::hostcalls::resume_http_response();
+            }
+            Call::Release => {
+                match answer.and_then(|message| remote::released(&message)) {
+                    Ok(true) => {}
+                    Ok(false) => log::debug(
+                        "meshward idempotency: the record's lock had expired before its release",
+                    ),
+                    Err(err) => {
+                        runtime.metrics.store_errors.increment();
+                        log::warn(&format!(
+                            "meshward idempotency: could not release a record: {err}"
+                        ));
+                    }
+                }
+                let _ = proxy_wasm::hostcalls::resume_http_response();
+            }
+        }
+    }
+}
+
+fn report_finish(runtime: &Runtime, result: Result<Finish, StoreError>) {
+    match result {
+        Ok(Finish::Stored) => {}
+        Ok(Finish::NotStored(reason)) => {
+            runtime.metrics.uncacheable.increment();
+            log::debug(&format!(
+                "meshward idempotency: response not stored: {}",
+                reason.as_str()
+            ));
+        }
+        Ok(Finish::LeaseLost) => log::warn("meshward idempotency: the record's lock expired before the response completed; it was not stored"),
+        Err(err) => {
+            runtime.metrics.store_errors.increment();
+            log::warn(&format!("meshward idempotency: could not store the response: {err}"));
+        }
+    }
+}
+
 impl IdempotencyHttp {
-    /// Fingerprints the request and acts on the store's answer.
+    /// Fingerprints the request and asks the store; acts on the answer at once
+    /// (embedded) or when it arrives (remote, the request held until then).
     fn reserve(&mut self, runtime: &Runtime, body: &[u8]) -> Action {
         let Some((scope, method, path)) = self.pending.take() else {
             return Action::Continue;
         };
         let config = &runtime.config;
-        let metrics = &runtime.metrics;
         let print = fingerprint(&method, &path, body);
-        let now = HostClock.now_nanos();
-        let reservation = runtime
-            .records
-            .reserve(&scope, &print, now, config.lock_nanos);
-        if config.in_flight_wait_nanos > 0 && matches!(reservation, Ok(Reservation::InFlight)) {
+        self.scope = Some(scope);
+        let reservation = match runtime.table() {
+            Some(table) => table.reserve(&scope, &print, HostClock.now_nanos(), config.lock_nanos),
+            None => {
+                let message = remote::reserve_request(&scope, &print, config.lock_nanos);
+                match runtime.call(remote::RESERVE, &message) {
+                    Ok(token) => {
+                        self.call = Some((token, Call::Reserve { fingerprint: print }));
+                        return Action::Pause;
+                    }
+                    Err(err) => Err(StoreError::Unavailable(err)),
+                }
+            }
+        };
+        self.on_reservation(runtime, reservation, print).action()
+    }
+
+    /// The store's answer for this request: wait for the first request's result
+    /// (`inFlightWait`), or decide.
+    fn on_reservation(
+        &mut self,
+        runtime: &Runtime,
+        reservation: Result<Reservation, StoreError>,
+        print: Digest128,
+    ) -> Next {
+        let config = &runtime.config;
+        if let (true, Ok(Reservation::InFlight), Some(scope)) =
+            (config.in_flight_wait_nanos > 0, &reservation, self.scope)
+        {
             self.waiters.borrow_mut().push(Waiter {
                 context_id: self.context_id,
                 scope,
                 fingerprint: print,
-                deadline: now.saturating_add(config.in_flight_wait_nanos),
+                deadline: HostClock
+                    .now_nanos()
+                    .saturating_add(config.in_flight_wait_nanos),
                 lease: self.lease.clone(),
+                polling: None,
             });
             let _ = proxy_wasm::hostcalls::set_tick_period(WAIT_POLL);
-            return Action::Pause;
+            return Next::Wait;
         }
-        match machine::decide(config, reservation) {
-            Decision::Forward { lease, evicted } => {
-                metrics.executions.increment();
-                if evicted {
-                    metrics.evictions.increment();
-                }
-                self.lease.set(Some(lease));
-                Action::Continue
-            }
-            Decision::Replay(reply) => {
-                metrics.replays.increment();
-                send(&reply)
-            }
-            Decision::Conflict(reply) => {
-                metrics.conflicts.increment();
-                send(&reply)
-            }
-            Decision::Mismatch(reply) => {
-                metrics.mismatches.increment();
-                send(&reply)
-            }
-            Decision::Unavailable { reply, error } => {
-                metrics.store_errors.increment();
-                log::warn(&format!("meshward idempotency: {error}"));
-                reply.as_ref().map_or(Action::Continue, send)
-            }
-        }
+        apply(runtime, machine::decide(config, reservation), &self.lease)
     }
 
     fn reserve_with_buffered_body(&mut self, runtime: &Runtime, size: usize) -> Action {
@@ -317,40 +626,74 @@ impl IdempotencyHttp {
         self.reserve(runtime, &body)
     }
 
-    fn finish(&mut self, runtime: &Runtime, outcome: Result<StoredResponse, NotStored>) {
+    /// Records the outcome of the execution. Remote: the response (its end) is held
+    /// until the store answers.
+    fn finish(&mut self, runtime: &Runtime, outcome: Result<StoredResponse, NotStored>) -> Action {
         let Some(lease) = self.lease.take() else {
-            return;
+            return Action::Continue;
         };
-        let now = HostClock.now_nanos();
-        let result = runtime.records.complete(
-            lease,
-            outcome.as_ref().map_err(|r| *r),
-            now,
-            runtime.config.ttl_nanos,
-        );
-        match result {
-            Ok(Finish::Stored) => {}
-            Ok(Finish::NotStored(reason)) => {
-                runtime.metrics.uncacheable.increment();
-                log::debug(&format!("meshward idempotency: response not stored: {}", reason.as_str()));
+        match (lease, runtime.table(), self.scope) {
+            (Lease::Token(token), None, Some(scope)) => {
+                let message = remote::complete_request(
+                    &scope,
+                    &token,
+                    outcome.as_ref().map_err(|r| *r),
+                    runtime.config.ttl_nanos,
+                );
+                match runtime.call_as_root(self.context_id, remote::COMPLETE, &message) {
+                    Ok(call) => {
+                        let sent = outcome.map(|_| ());
+                        self.call = Some((call, Call::Complete { sent }));
+                        Action::Pause
+                    }
+                    Err(err) => {
+                        report_finish(runtime, Err(StoreError::Unavailable(err)));
+                        Action::Continue
+                    }
+                }
             }
-            Ok(Finish::LeaseLost) => log::warn("meshward idempotency: the record's lock expired before the response completed; it was not stored"),
-            Err(err) => {
-                runtime.metrics.store_errors.increment();
-                log::warn(&format!("meshward idempotency: could not store the response: {err}"));
+            (lease, Some(table), _) => {
+                let result = table.complete(
+                    lease,
+                    outcome.as_ref().map_err(|r| *r),
+                    HostClock.now_nanos(),
+                    runtime.config.ttl_nanos,
+                );
+                report_finish(runtime, result);
+                Action::Continue
             }
+            _ => Action::Continue,
         }
     }
 
-    fn release(&mut self, runtime: &Runtime) {
-        if let Some(lease) = self.lease.take() {
-            runtime.metrics.released.increment();
-            if let Err(err) = runtime.records.release(lease) {
-                log::warn(&format!(
-                    "meshward idempotency: could not release a record: {err}"
-                ));
+    /// Gives the key back so a retry executes again. Remote: the response is held until
+    /// the store answers.
+    fn release(&mut self, runtime: &Runtime) -> Action {
+        let Some(lease) = self.lease.take() else {
+            return Action::Continue;
+        };
+        runtime.metrics.released.increment();
+        let result = match (lease, runtime.table(), self.scope) {
+            (Lease::Token(token), None, Some(scope)) => {
+                let message = remote::release_request(&scope, &token);
+                match runtime.call_as_root(self.context_id, remote::RELEASE, &message) {
+                    Ok(call) => {
+                        self.call = Some((call, Call::Release));
+                        return Action::Pause;
+                    }
+                    Err(err) => Err(StoreError::Unavailable(err)),
+                }
             }
+            (lease, Some(table), _) => table.release(lease),
+            _ => Ok(()),
+        };
+        if let Err(err) = result {
+            runtime.metrics.store_errors.increment();
+            log::warn(&format!(
+                "meshward idempotency: could not release a record: {err}"
+            ));
         }
+        Action::Continue
     }
 }
 
@@ -458,43 +801,46 @@ impl HttpContext for IdempotencyHttp {
                     too_large: false,
                 });
                 if end_of_stream {
-                    self.on_response_end(&runtime);
+                    self.on_response_end(&runtime)
+                } else {
+                    Action::Continue
                 }
             }
         }
-        Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(runtime) = self.runtime.clone() else {
             return Action::Continue;
         };
-        if let Some(capture) = &mut self.capture {
-            if !capture.too_large && body_size > 0 {
-                let chunk =
-                    proxy_wasm::hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default();
-                if capture.body.len() + chunk.len() > runtime.config.max_response_bytes {
-                    capture.too_large = true;
-                    capture.body = Vec::new();
-                } else {
-                    capture.body.extend_from_slice(&chunk);
-                }
-            }
-            if end_of_stream {
-                self.on_response_end(&runtime);
+        let Some(capture) = &mut self.capture else {
+            return Action::Continue;
+        };
+        if !capture.too_large && body_size > 0 {
+            let chunk =
+                proxy_wasm::hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+            if capture.body.len() + chunk.len() > runtime.config.max_response_bytes {
+                capture.too_large = true;
+                capture.body = Vec::new();
+            } else {
+                capture.body.extend_from_slice(&chunk);
             }
         }
-        Action::Continue
+        if end_of_stream {
+            self.on_response_end(&runtime)
+        } else {
+            Action::Continue
+        }
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        if let Some(runtime) = self.runtime.clone() {
-            self.on_response_end(&runtime);
+        match self.runtime.clone() {
+            Some(runtime) => self.on_response_end(&runtime),
+            None => Action::Continue,
         }
-        Action::Continue
     }
 
     /// The stream ended without the response completing. If the upstream had started
@@ -513,7 +859,8 @@ impl HttpContext for IdempotencyHttp {
             .borrow_mut()
             .retain(|waiter| waiter.context_id != id);
         if self.capture.take().is_some() {
-            self.finish(&runtime, Err(NotStored::Incomplete));
+            // Remote: made on the root's behalf, it outlives this context.
+            let _ = self.finish(&runtime, Err(NotStored::Incomplete));
         } else if self.lease.take().is_some() {
             log::debug("meshward idempotency: stream ended before any response; the key stays locked until lockTimeout");
         }
@@ -521,9 +868,9 @@ impl HttpContext for IdempotencyHttp {
 }
 
 impl IdempotencyHttp {
-    fn on_response_end(&mut self, runtime: &Runtime) {
+    fn on_response_end(&mut self, runtime: &Runtime) -> Action {
         let Some(capture) = self.capture.take() else {
-            return;
+            return Action::Continue;
         };
         let outcome = if capture.too_large {
             Err(NotStored::TooLarge)
@@ -534,6 +881,6 @@ impl IdempotencyHttp {
                 body: capture.body,
             })
         };
-        self.finish(runtime, outcome);
+        self.finish(runtime, outcome)
     }
 }

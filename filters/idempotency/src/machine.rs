@@ -677,6 +677,77 @@ mod tests {
     }
 
     #[test]
+    fn the_remote_stores_answers_decide_as_the_embedded_stores() {
+        use crate::remote::{self, Completed, ReserveResponse};
+        use crate::store::Lease;
+        use prost::Message;
+        let config = parse(b"{}").unwrap();
+        let stored = StoredResponse {
+            status: 201,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"{\"id\":7}".to_vec(),
+        };
+        let answer = |outcome, completed| {
+            remote::reservation(
+                &ReserveResponse {
+                    outcome,
+                    token: vec![3; 16],
+                    completed,
+                }
+                .encode_to_vec(),
+            )
+        };
+        let cases = [
+            (
+                answer(remote::OUTCOME_IN_FLIGHT, None),
+                Reservation::InFlight,
+            ),
+            (
+                answer(remote::OUTCOME_MISMATCH, None),
+                Reservation::Mismatch,
+            ),
+            (
+                answer(
+                    remote::OUTCOME_COMPLETED,
+                    Some(Completed::Response((&stored).into())),
+                ),
+                Reservation::Completed(stored.clone()),
+            ),
+            (
+                answer(
+                    remote::OUTCOME_COMPLETED,
+                    Some(Completed::NotStored(i32::from(NotStored::Streaming.code()))),
+                ),
+                Reservation::CompletedNotStored(NotStored::Streaming),
+            ),
+        ];
+        for (remote, local) in cases {
+            assert_eq!(decide(&config, remote), decide(&config, Ok(local)));
+        }
+        assert_eq!(
+            decide(&config, answer(remote::OUTCOME_NEW, None)),
+            Decision::Forward {
+                lease: Lease::Token([3; 16]),
+                evicted: false
+            }
+        );
+        // An unreadable answer is the store failing: failureMode (deny by default, here;
+        // allow forwards).
+        let Decision::Unavailable {
+            reply: Some(reply), ..
+        } = decide(&config, answer(0, None))
+        else {
+            panic!("unavailable")
+        };
+        assert_eq!(reply.status, 503);
+        let open = parse(br#"{"failureMode":"allow"}"#).unwrap();
+        assert!(matches!(
+            decide(&open, answer(7, None)),
+            Decision::Unavailable { reply: None, .. }
+        ));
+    }
+
+    #[test]
     fn an_oversized_body_is_a_413_problem() {
         let config = parse(br#"{"maxBodyBytes":10}"#).unwrap();
         let reply = body_too_large(&config);

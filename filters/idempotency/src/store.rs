@@ -1,7 +1,9 @@
 //! Where idempotency records live. The trait is what the filter's state machine needs;
 //! [`crate::table::SharedDataRecords`] implements it over proxy-wasm shared data (one
-//! Envoy); a remote implementation (Redis/Valkey via a gRPC service) comes with the
-//! multi-replica issue.
+//! Envoy). The remote store (the control plane's `IdempotencyStore` on Redis/Valkey,
+//! shared by replicas) answers asynchronously, so it does not implement the trait:
+//! [`crate::remote`] turns its answers into the same [`Reservation`]s and [`Finish`]es,
+//! and the state machine decides the same way for both.
 
 use crate::fingerprint::Digest128;
 use crate::response::StoredResponse;
@@ -9,10 +11,16 @@ use meshward_filter_common::store::StoreError;
 
 /// Proof of owning an in-flight record; needed to complete or release it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    pub slot: u32,
-    pub generation: u32,
+pub enum Lease {
+    /// The embedded table: the entry's slot and the claim's generation.
+    Slot { slot: u32, generation: u32 },
+    /// The remote store: the token its `Reserve` handed out.
+    Token(Token),
 }
+
+/// A remote store's ownership token (the control plane's are 16 random bytes).
+pub type Token = [u8; TOKEN_LEN];
+pub const TOKEN_LEN: usize = 16;
 
 /// Why a completed execution's response is not replayable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -69,6 +69,23 @@ impl Entry {
 
 type Page = [Entry; 8];
 
+/// A [`Lease`] of this table.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    slot: u32,
+    generation: u32,
+}
+
+impl Claim {
+    /// `None` for a lease of another store (it owns nothing here).
+    fn of(lease: Lease) -> Option<Self> {
+        match lease {
+            Lease::Slot { slot, generation } => Some(Self { slot, generation }),
+            Lease::Token(_) => None,
+        }
+    }
+}
+
 fn decode_page(value: &[u8]) -> Page {
     let mut page = [Entry::default(); 8];
     if value.len() == PAGE_LEN {
@@ -356,7 +373,7 @@ impl RecordStore for SharedDataRecords<'_> {
                     let slot = page * WAYS + u32::try_from(way).unwrap_or(0);
                     self.free_body(slot, previous.generation, previous.body_len);
                     return Ok(Reservation::Execute {
-                        lease: Lease { slot, generation },
+                        lease: Lease::Slot { slot, generation },
                         evicted: evicted && previous.live(now),
                     });
                 }
@@ -374,6 +391,9 @@ impl RecordStore for SharedDataRecords<'_> {
         now: u64,
         ttl_nanos: u64,
     ) -> Result<Finish, StoreError> {
+        let Some(lease) = Claim::of(lease) else {
+            return Ok(Finish::LeaseLost);
+        };
         let (page, way) = (
             lease.slot / WAYS,
             usize::try_from(lease.slot % WAYS).unwrap_or(0),
@@ -449,6 +469,9 @@ impl RecordStore for SharedDataRecords<'_> {
     }
 
     fn release(&self, lease: Lease) -> Result<(), StoreError> {
+        let Some(lease) = Claim::of(lease) else {
+            return Ok(());
+        };
         let (page, way) = (
             lease.slot / WAYS,
             usize::try_from(lease.slot % WAYS).unwrap_or(0),

@@ -118,6 +118,7 @@ pub enum AlgorithmName {
     TokenBucket,
     SlidingWindow,
     Gcra,
+    FixedWindow,
 }
 
 /// What a rule does when its state cannot be read or updated.
@@ -395,12 +396,13 @@ impl LimitConfig {
             AlgorithmName::TokenBucket => Algorithm::TokenBucket,
             AlgorithmName::SlidingWindow => Algorithm::SlidingWindow,
             AlgorithmName::Gcra => Algorithm::Gcra,
+            AlgorithmName::FixedWindow => Algorithm::FixedWindow,
         };
         let burst = match (algorithm, self.burst) {
-            (Algorithm::SlidingWindow, Some(_)) => {
+            (Algorithm::SlidingWindow | Algorithm::FixedWindow, Some(_)) => {
                 return Err(path
                     .field("burst")
-                    .error("a sliding window has no burst; use tokenBucket or gcra"));
+                    .error("a window has no burst; use tokenBucket or gcra"));
             }
             (_, Some(0)) => return Err(path.field("burst").error("must be at least 1")),
             (_, Some(burst)) if burst > 1_000_000_000 => {

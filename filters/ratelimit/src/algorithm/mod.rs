@@ -1,8 +1,9 @@
-//! The three limiting algorithms, as pure functions from (stored state, now) to a
+//! The limiting algorithms, as pure functions from (stored state, now) to a
 //! verdict and the state to store. Time is nanoseconds since the epoch; all arithmetic
 //! is integer (u128 where products could overflow) so results are identical natively
 //! and on 32-bit wasm.
 
+mod fixed_window;
 mod gcra;
 mod sliding_window;
 mod token_bucket;
@@ -28,6 +29,8 @@ pub enum Algorithm {
     /// requests allowed back to back. Same admission as a token bucket, kept as a
     /// single timestamp.
     Gcra,
+    /// At most `requests` per window of `per`, windows aligned to the epoch.
+    FixedWindow,
 }
 
 impl Algorithm {
@@ -37,6 +40,7 @@ impl Algorithm {
             Algorithm::TokenBucket => 1,
             Algorithm::SlidingWindow => 2,
             Algorithm::Gcra => 3,
+            Algorithm::FixedWindow => 4,
         }
     }
 }
@@ -94,6 +98,7 @@ impl Limit {
             Algorithm::TokenBucket => token_bucket::check(self, state, now),
             Algorithm::SlidingWindow => sliding_window::check(self, state, now),
             Algorithm::Gcra => gcra::check(self, state, now),
+            Algorithm::FixedWindow => fixed_window::check(self, state, now),
         }
     }
 
@@ -104,6 +109,7 @@ impl Limit {
             Algorithm::TokenBucket => token_bucket::is_idle(self, state, now),
             Algorithm::SlidingWindow => sliding_window::is_idle(self, state, now),
             Algorithm::Gcra => gcra::is_idle(state, now),
+            Algorithm::FixedWindow => fixed_window::is_idle(self, state, now),
         }
     }
 }
