@@ -12,16 +12,16 @@ use crate::config::{self, CompiledConfig, GlobalConfig};
 use crate::global::{self, answer, messages::RateLimitResponse, request::Planned};
 use crate::headers;
 use crate::limiter::{self, Decision, Outcome};
-use meshward_filter_common::host::grpc;
-use prost::Message;
 use meshward_filter_common::clock::Clock;
 use meshward_filter_common::host::clock::HostClock;
+use meshward_filter_common::host::grpc;
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
 use meshward_filter_common::host::plugin;
 use meshward_filter_common::host::request::read_request_head;
 use meshward_filter_common::host::shared_data::HostSharedData;
 use meshward_filter_common::problem;
+use prost::Message;
 
 /// Pages each rule's table sweep visits per tick.
 const SWEEP_PAGES_PER_TICK: u32 = 512;
@@ -187,7 +187,10 @@ impl Context for RateLimitHttp {
             RateLimitResponse::decode(grpc::response(response_size).as_slice())
                 .map_err(|err| format!("undecodable rate-limit answer: {err}"))
         } else {
-            Err(format!("rate-limit service failed: {}", grpc::status_message()))
+            Err(format!(
+                "rate-limit service failed: {}",
+                grpc::status_message()
+            ))
         };
         let (decision, added) = match answer {
             Ok(response) => {

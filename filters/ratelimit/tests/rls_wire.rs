@@ -146,12 +146,21 @@ fn envoys_response_decodes_in_the_filter_and_back() {
     );
     assert_eq!(filter.statuses[1].code, CODE_OK);
     assert_eq!(filter.statuses[1].limit_remaining, 99);
-    assert_eq!(filter.response_headers_to_add[0].text().as_deref(), Some("1"));
-    assert_eq!(filter.response_headers_to_add[1].text().as_deref(), Some("2"));
+    assert_eq!(
+        filter.response_headers_to_add[0].text().as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        filter.response_headers_to_add[1].text().as_deref(),
+        Some("2")
+    );
 
     let back = EnvoyResponse::decode(filter.encode_to_vec().as_slice()).unwrap();
     assert_eq!(back.overall_code, envoy.overall_code);
-    assert_eq!(back.statuses[0].current_limit, envoy.statuses[0].current_limit);
+    assert_eq!(
+        back.statuses[0].current_limit,
+        envoy.statuses[0].current_limit
+    );
     assert_eq!(
         back.statuses[0].duration_until_reset,
         envoy.statuses[0].duration_until_reset

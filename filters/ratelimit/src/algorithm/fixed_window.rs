@@ -65,10 +65,18 @@ mod tests {
         assert_eq!(admit(&limit, &mut state, start + SECOND, 5), 3);
         let denied = check(&limit, state, start + 4 * SECOND);
         assert!(!denied.allowed);
-        assert_eq!(denied.retry_after_nanos, 6 * SECOND, "until the window ends");
+        assert_eq!(
+            denied.retry_after_nanos,
+            6 * SECOND,
+            "until the window ends"
+        );
         assert!(!is_idle(&limit, state.unwrap(), start + 9 * SECOND));
         assert!(is_idle(&limit, state.unwrap(), start + 10 * SECOND));
-        assert_eq!(admit(&limit, &mut state, start + 10 * SECOND, 5), 3, "a new window");
+        assert_eq!(
+            admit(&limit, &mut state, start + 10 * SECOND, 5),
+            3,
+            "a new window"
+        );
         let verdict = check(&limit, None, start);
         assert_eq!((verdict.remaining, verdict.reset_nanos), (2, 10 * SECOND));
     }

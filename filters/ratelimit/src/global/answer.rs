@@ -14,7 +14,11 @@ use meshward_filter_common::clock::NANOS_PER_SECOND;
 use meshward_filter_common::store::SharedStore;
 
 /// The decision the service's answer gives.
-pub fn decide(config: &CompiledConfig, planned: &[Planned], response: &RateLimitResponse) -> Decision {
+pub fn decide(
+    config: &CompiledConfig,
+    planned: &[Planned],
+    response: &RateLimitResponse,
+) -> Decision {
     let evaluations = planned
         .iter()
         .enumerate()
@@ -28,9 +32,12 @@ pub fn decide(config: &CompiledConfig, planned: &[Planned], response: &RateLimit
             let retry_after_nanos = if limited {
                 // Without a reset from the service: the time one request's quota takes
                 // to come back under the rule's own limit.
-                let one_request = config.rules.get(planned.rule).map_or(NANOS_PER_SECOND, |rule| {
-                    rule.limit.per_nanos / rule.limit.requests.max(1)
-                });
+                let one_request = config
+                    .rules
+                    .get(planned.rule)
+                    .map_or(NANOS_PER_SECOND, |rule| {
+                        rule.limit.per_nanos / rule.limit.requests.max(1)
+                    });
                 if reset_nanos > 0 {
                     reset_nanos
                 } else {
@@ -79,10 +86,13 @@ pub fn on_failure(
             let (outcome, evicted) = match &rule.fallback {
                 Some(limit) => {
                     fell_back += 1;
-                    match rule
-                        .table
-                        .charge(store, &planned.key.digest, limit, now, config.cas_retries)
-                    {
+                    match rule.table.charge(
+                        store,
+                        &planned.key.digest,
+                        limit,
+                        now,
+                        config.cas_retries,
+                    ) {
                         Ok(charge) if charge.verdict.allowed => {
                             (Outcome::Allowed(charge.verdict), charge.evicted)
                         }
@@ -151,7 +161,10 @@ mod tests {
     fn planned() -> (CompiledConfig, GlobalConfig, Vec<Planned>) {
         let config = parse(CONFIG).unwrap();
         let global = config.global.clone().unwrap();
-        let request = RequestHead::new(vec![(":path".into(), "/".into())], Some("192.0.2.1:1".into()));
+        let request = RequestHead::new(
+            vec![(":path".into(), "/".into())],
+            Some("192.0.2.1:1".into()),
+        );
         let (planned, _) = plan(&config, &global, &request).unwrap();
         (config, global, planned)
     }
@@ -161,7 +174,10 @@ mod tests {
             code,
             current_limit: None,
             limit_remaining: remaining,
-            duration_until_reset: Some(ProtoDuration { seconds: reset_secs, nanos: 0 }),
+            duration_until_reset: Some(ProtoDuration {
+                seconds: reset_secs,
+                nanos: 0,
+            }),
         }
     }
 
@@ -170,17 +186,39 @@ mod tests {
         let (config, _, planned) = planned();
         let response = RateLimitResponse {
             overall_code: CODE_OVER_LIMIT,
-            statuses: vec![status(CODE_OVER_LIMIT, 0, 42), status(CODE_OK, 99, 1), status(CODE_OVER_LIMIT, 0, 1)],
-            response_headers_to_add: vec![HeaderValue { key: "X-From-RLS".into(), value: "yes".into(), raw_value: vec![] }],
+            statuses: vec![
+                status(CODE_OVER_LIMIT, 0, 42),
+                status(CODE_OK, 99, 1),
+                status(CODE_OVER_LIMIT, 0, 1),
+            ],
+            response_headers_to_add: vec![HeaderValue {
+                key: "X-From-RLS".into(),
+                value: "yes".into(),
+                raw_value: vec![],
+            }],
         };
         let decision = decide(&config, &planned, &response);
         assert!(decision.is_limited(&config));
         let fields = response_fields(&config, &decision, true);
-        let get = |name: &str| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
-        assert_eq!(get("ratelimit-policy").as_deref(), Some(r#""per-client";q=10;w=60, "all";q=100;w=1"#));
-        assert_eq!(get("ratelimit").as_deref(), Some(r#""per-client";r=0;t=42, "all";r=99;t=1"#));
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get("ratelimit-policy").as_deref(),
+            Some(r#""per-client";q=10;w=60, "all";q=100;w=1"#)
+        );
+        assert_eq!(
+            get("ratelimit").as_deref(),
+            Some(r#""per-client";r=0;t=42, "all";r=99;t=1"#)
+        );
         assert_eq!(get("retry-after").as_deref(), Some("42"));
-        assert_eq!(added_headers(&response), [("x-from-rls".to_string(), "yes".to_string())]);
+        assert_eq!(
+            added_headers(&response),
+            [("x-from-rls".to_string(), "yes".to_string())]
+        );
     }
 
     #[test]
@@ -188,12 +226,19 @@ mod tests {
         let (config, _, planned) = planned();
         let response = RateLimitResponse {
             overall_code: CODE_OVER_LIMIT,
-            statuses: vec![status(CODE_OK, 5, 1), status(CODE_OK, 5, 1), status(CODE_OVER_LIMIT, 0, 1)],
+            statuses: vec![
+                status(CODE_OK, 5, 1),
+                status(CODE_OK, 5, 1),
+                status(CODE_OVER_LIMIT, 0, 1),
+            ],
             response_headers_to_add: vec![],
         };
         let decision = decide(&config, &planned, &response);
         assert!(!decision.is_limited(&config));
-        assert!(matches!(decision.evaluations[2].outcome, Outcome::Limited(_)));
+        assert!(matches!(
+            decision.evaluations[2].outcome,
+            Outcome::Limited(_)
+        ));
     }
 
     #[test]
@@ -208,7 +253,10 @@ mod tests {
         // `per-client` falls back to 1/h and admits once; `all` has no fallback and
         // `failureMode: deny` closes it.
         assert!(matches!(first.evaluations[0].outcome, Outcome::Allowed(_)));
-        assert!(matches!(first.evaluations[1].outcome, Outcome::StoreFailed { allowed: false, .. }));
+        assert!(matches!(
+            first.evaluations[1].outcome,
+            Outcome::StoreFailed { allowed: false, .. }
+        ));
         assert!(first.is_limited(&config));
         let (second, _) = on_failure(&config, &global, &planned, &store, T0, "timeout");
         assert!(matches!(second.evaluations[0].outcome, Outcome::Limited(_)));
@@ -217,9 +265,17 @@ mod tests {
     #[test]
     fn a_response_without_statuses_follows_the_overall_code() {
         let (config, _, planned) = planned();
-        let response = RateLimitResponse { overall_code: CODE_OVER_LIMIT, statuses: vec![], response_headers_to_add: vec![] };
+        let response = RateLimitResponse {
+            overall_code: CODE_OVER_LIMIT,
+            statuses: vec![],
+            response_headers_to_add: vec![],
+        };
         let decision = decide(&config, &planned, &response);
         assert!(decision.is_limited(&config));
-        assert_eq!(decision.evaluations[1].verdict().unwrap().retry_after_nanos, 10_000_000, "1 s / 100");
+        assert_eq!(
+            decision.evaluations[1].verdict().unwrap().retry_after_nanos,
+            10_000_000,
+            "1 s / 100"
+        );
     }
 }

@@ -101,7 +101,11 @@ mod tests {
         let (planned, call) = plan(&config, &global, &request).unwrap();
         assert_eq!(call.domain, "shop/orders");
         assert_eq!(call.hits_addend, 1);
-        assert_eq!(planned.len(), 1, "login does not match, needs-tenant has no key");
+        assert_eq!(
+            planned.len(),
+            1,
+            "login does not match, needs-tenant has no key"
+        );
         let entries: Vec<(&str, &str)> = call.descriptors[0]
             .entries
             .iter()
