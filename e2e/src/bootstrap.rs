@@ -20,7 +20,7 @@ pub fn meshward_stats_tags() -> Value {
     json!([
         {"tag_name": "meshward_rule", "regex": "^wasmcustom\\.meshward\\.[a-z_]+\\.rule\\.(([^.]+)\\.)[a-z_]+$"},
         {"tag_name": "meshward_provider", "regex": "^wasmcustom\\.meshward\\.authz\\.provider\\.(([^.]+)\\.)[a-z_]+(?:\\.[a-z_]+)?$"},
-        {"tag_name": "meshward_reason", "regex": "^wasmcustom\\.meshward\\.(?:[a-z_]+\\.restarted|authz\\.denied|authz\\.provider\\.[^.]+\\.rejected)(\\.([a-z_]+))$"}
+        {"tag_name": "meshward_reason", "regex": "^wasmcustom\\.meshward\\.(?:[a-z_]+\\.restarted|authz\\.denied|authz\\.provider\\.[^.]+\\.rejected)(\\.([a-z0-9_]+))$"}
     ])
 }
 
@@ -159,7 +159,8 @@ impl Listener {
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
     listeners: Vec<Listener>,
-    clusters: Vec<(String, u16)>,
+    /// (name, port, speaks HTTP/2 — gRPC services).
+    clusters: Vec<(String, u16, bool)>,
     admin_port: u16,
 }
 
@@ -168,7 +169,7 @@ impl Bootstrap {
     pub fn new(upstream_port: u16) -> Self {
         Self {
             listeners: vec![Listener::new("ingress", "upstream")],
-            clusters: vec![("upstream".into(), upstream_port)],
+            clusters: vec![("upstream".into(), upstream_port, false)],
             admin_port: 0,
         }
     }
@@ -188,7 +189,13 @@ impl Bootstrap {
     }
 
     pub fn cluster(mut self, name: &str, port: u16) -> Self {
-        self.clusters.push((name.into(), port));
+        self.clusters.push((name.into(), port, false));
+        self
+    }
+
+    /// A cluster speaking HTTP/2, for gRPC services (rate-limit service, store, xDS).
+    pub fn grpc_cluster(mut self, name: &str, port: u16) -> Self {
+        self.clusters.push((name.into(), port, true));
         self
     }
 
@@ -256,15 +263,24 @@ impl Bootstrap {
         let clusters: Vec<Value> = self
             .clusters
             .iter()
-            .map(|(name, port)| {
-                json!({
+            .map(|(name, port, http2)| {
+                let mut cluster = json!({
                     "name": name,
                     "type": "STATIC",
                     "connect_timeout": "1s",
                     "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
                         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}
                     }}]}]}
-                })
+                });
+                if *http2 {
+                    cluster["typed_extension_protocol_options"] = json!({
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}}
+                        }
+                    });
+                }
+                cluster
             })
             .collect();
         json!({

@@ -16,7 +16,6 @@ use meshward_e2e::control_plane::ecds_bootstrap;
 use meshward_e2e::paths::wasm_dir;
 use meshward_e2e::valkey::Valkey;
 use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions, RecordingUpstream, Request};
-use serde_json::{json, Value};
 
 const LIMIT: u64 = 10;
 /// The filter's call timeout in the policy below.
@@ -99,8 +98,10 @@ impl Drop for Services {
 /// cluster (HTTP/2) the global mode calls.
 fn replica(services: &Services, upstream: &RecordingUpstream, node: &str) -> Envoy {
     let running = services.running();
-    let mut config = ecds_bootstrap(
-        &Bootstrap::new(upstream.port()),
+    let base = Bootstrap::new(upstream.port())
+        .grpc_cluster("meshward-rls", running.rls_addr.unwrap().port());
+    let config = ecds_bootstrap(
+        &base,
         running.xds_addr.port(),
         node,
         "shop",
@@ -108,29 +109,7 @@ fn replica(services: &Services, upstream: &RecordingUpstream, node: &str) -> Env
         &[("app", "orders")],
         &["meshward.ratelimit"],
     );
-    let rls_port = running.rls_addr.unwrap().port();
-    config["static_resources"]["clusters"]
-        .as_array_mut()
-        .unwrap()
-        .push(grpc_cluster("meshward-rls", rls_port));
     Envoy::start_config(&config, &EnvoyOptions::default()).unwrap()
-}
-
-fn grpc_cluster(name: &str, port: u16) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}
-            }
-        },
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}
-        }}]}]}
-    })
 }
 
 fn fresh_client() -> String {

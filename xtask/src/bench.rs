@@ -33,12 +33,12 @@ struct Scenario {
 
 fn parse_args(args: &[String]) -> Result<(String, u64, usize), String> {
     let usage =
-        "usage: cargo xtask bench <ratelimit|trace-inject|idempotency|authz> [--seconds N] [--rounds N]\n       cargo xtask bench control-plane [--clients N] [--rounds N]";
+        "usage: cargo xtask bench <ratelimit|trace-inject|idempotency|authz|global> [--seconds N] [--rounds N]\n       cargo xtask bench control-plane [--clients N] [--rounds N]";
     let mut seconds = 10;
     let mut rounds = 3;
     let mut it = args.iter();
     let filter = match it.next().map(String::as_str) {
-        Some(filter @ ("ratelimit" | "trace-inject" | "idempotency" | "authz")) => {
+        Some(filter @ ("ratelimit" | "trace-inject" | "idempotency" | "authz" | "global")) => {
             filter.to_string()
         }
         other => return Err(format!("{usage} (got {other:?})")),
@@ -63,9 +63,28 @@ const TRACEPARENT: &str = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f0
 /// scenario; the first is the baseline.
 pub type ScenarioSpec = (&'static str, Bootstrap, Vec<String>, Option<usize>);
 
-fn scenarios(filter: &str) -> Result<Vec<ScenarioSpec>, String> {
+/// A wrk Lua script written to target/bench, as wrk arguments.
+fn wrk_script(name: &str, body: &str) -> Result<Vec<String>, String> {
+    let dir = crate::run::root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join(name);
+    std::fs::write(&path, body).map_err(|e| format!("write {}: {e}", path.display()))?;
+    Ok(vec!["-s".to_string(), path.to_string_lossy().into_owned()])
+}
+
+fn scenarios(
+    filter: &str,
+    services: Option<&crate::bench_global::Services>,
+) -> Result<Vec<ScenarioSpec>, String> {
     if filter == "authz" {
         return crate::bench_authz::scenarios();
+    }
+    if let Some(services) = services {
+        return crate::bench_global::scenarios(
+            services,
+            wrk_script("idempotency-unique-keys.lua", UNIQUE_KEYS_SCRIPT)?,
+            wrk_script("idempotency-fixed-key.lua", FIXED_KEY_SCRIPT)?,
+        );
     }
     let base = Bootstrap::new(1).direct_response();
     Ok(match filter {
@@ -110,16 +129,8 @@ fn scenarios(filter: &str) -> Result<Vec<ScenarioSpec>, String> {
         _ => {
             // Replays need a real upstream answer (`via_upstream`): the backend is a
             // second listener of the same pinned Envoy, in every scenario alike.
-            let script = |name: &str, body: &str| -> Result<Vec<String>, String> {
-                let dir = crate::run::root().join("target/bench");
-                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                let path = dir.join(name);
-                std::fs::write(&path, body)
-                    .map_err(|e| format!("write {}: {e}", path.display()))?;
-                Ok(vec!["-s".to_string(), path.to_string_lossy().into_owned()])
-            };
-            let fixed = script("idempotency-fixed-key.lua", FIXED_KEY_SCRIPT)?;
-            let unique = script("idempotency-unique-keys.lua", UNIQUE_KEYS_SCRIPT)?;
+            let fixed = wrk_script("idempotency-fixed-key.lua", FIXED_KEY_SCRIPT)?;
+            let unique = wrk_script("idempotency-unique-keys.lua", UNIQUE_KEYS_SCRIPT)?;
             let two_hops = |filter: Option<serde_json::Value>| {
                 let backend_port = meshward_e2e::paths::free_port().unwrap_or(18_099);
                 let mut backend = Listener::new("backend", "none");
@@ -199,8 +210,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
         log_level: "warn".into(),
         pin_cpus: Some("0".into()),
     };
+    let services = if filter == "global" {
+        Some(crate::bench_global::Services::start()?)
+    } else {
+        None
+    };
     let mut running = Vec::new();
-    for (name, bootstrap, wrk_args, native) in scenarios(&filter)? {
+    for (name, bootstrap, wrk_args, native) in scenarios(&filter, services.as_ref())? {
         println!("starting Envoy for {name}");
         running.push(Scenario {
             name,
@@ -235,6 +251,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 .unwrap_or(0)
         ),
         "authz" => crate::bench_authz::check(&running.iter().map(|s| &s.envoy).collect::<Vec<_>>()),
+        "global" => format!(
+            "rate-limit service calls {} (errors {}); remote-store idempotency executions {}, replays {}. {} \
+             In this report \"throughput vs native\" compares each global/remote scenario with its local/embedded equivalent.",
+            running.get(2).map(|s| s.envoy.counter("wasmcustom.meshward.ratelimit.rls.calls")).unwrap_or(0),
+            running.get(2).map(|s| s.envoy.counter("wasmcustom.meshward.ratelimit.rls.errors")).unwrap_or(0),
+            running.get(5).map(|s| s.envoy.counter("wasmcustom.meshward.idempotency.executions")).unwrap_or(0),
+            running.get(7).map(|s| s.envoy.counter("wasmcustom.meshward.idempotency.replays")).unwrap_or(0),
+            services.as_ref().map(|s| s.check()).unwrap_or_default()
+        ),
         "idempotency" => format!(
             "idempotency counters: executions {} (first-execution Envoy), replays {} (replay Envoy).",
             running.get(1).map(|s| s.envoy.counter("wasmcustom.meshward.idempotency.executions")).unwrap_or(0),

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_authz;
 mod bench_control_plane;
+mod bench_global;
 mod build_wasm;
 mod crds;
 mod demo;
@@ -30,7 +31,7 @@ cargo xtask <command>
                real Envoy  — what CI runs
   demo         Envoy + the trace-inject and rate-limit filters + an echo upstream, with curl
                lines to try; Ctrl-C stops everything
-  bench <ratelimit|trace-inject|idempotency|authz> [--seconds N] [--rounds N]
+  bench <ratelimit|trace-inject|idempotency|authz|global> [--seconds N] [--rounds N]
                requests/s and p50/p99 against bare Envoy (and Envoy's native filter where
                one exists) in the same run; Envoy pinned to CPU 0, wrk to CPU 1
   bench control-plane [--clients N] [--rounds N] [--connections N] [--workloads N]
@@ -54,8 +55,9 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz::run(args.get(1..).unwrap_or_default()),
         Some("crds") => crds::run(),
-        Some("package") => setup::ensure()
-            .and_then(|_| package::run(args.get(1..).unwrap_or_default())),
+        Some("package") => {
+            setup::ensure().and_then(|_| package::run(args.get(1..).unwrap_or_default()))
+        }
         Some("help" | "--help" | "-h") | None => {
             print!("{HELP}");
             Ok(())
