@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Meshward on a local kind cluster with Istio: the control plane in Kubernetes mode, the
-# rate-limit filter in a sample app's sidecar (ECDS from the control plane), a
+# Meshward on a local kind cluster with Istio, installed with `kubectl apply -k
+# istio-manifests/overlays/kind` (the manifests unchanged): the control plane in
+# Kubernetes mode, the four filters in a sample app's sidecar (ECDS from the control plane), a
 # RateLimitPolicy custom resource applied with kubectl, then checks that the sidecar
 # answers 429 with RateLimit/Retry-After and that the policy's status says
 # Accepted/Programmed. See README.md beside this file (what it needs, what it proves).
@@ -125,8 +126,8 @@ else
 fi
 k cluster-info >/dev/null
 
-step "Istio (profile minimal: istiod only)"
-istioctl install -y --context "$CONTEXT" --set profile=minimal --readiness-timeout "${WAIT}s"
+step "Istio (istio-manifests/istio/istiooperator.yaml: profile minimal + Meshward's stats inclusion)"
+istioctl install -y --context "$CONTEXT" -f "$ROOT/istio-manifests/istio/istiooperator.yaml" --readiness-timeout "${WAIT}s"
 k -n istio-system rollout status deploy/istiod --timeout="${WAIT}s"
 
 # --- control plane -------------------------------------------------------------------
@@ -142,16 +143,15 @@ fi
 step "loading $IMAGE into the cluster"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
-step "CRDs (istio-manifests/crds/)"
-k apply -f "$ROOT/istio-manifests/crds/"
+step "Meshward (kubectl apply -k istio-manifests/overlays/kind: CRDs, control plane, EnvoyFilters, demo bootstrap override)"
+# The overlay is the install (istio-manifests/base/) plus the :dev image built above and
+# the bootstrap override in namespace demo, which must exist first.
+k create namespace demo --dry-run=client -o yaml | k apply -f -
+k label namespace demo istio-injection=enabled --overwrite
+k apply -k "$ROOT/istio-manifests/overlays/kind"
 for crd in ratelimitpolicies authpolicies idempotencypolicies tracepolicies runtimetunings; do
     k wait --for=condition=Established "crd/$crd.meshward.io" --timeout="${WAIT}s"
 done
-
-step "control plane (istio-manifests/control-plane/)"
-# The namespace first: the directory is applied in file-name order.
-k apply -f "$ROOT/istio-manifests/control-plane/namespace.yaml"
-k apply -f "$ROOT/istio-manifests/control-plane/"
 # A changed image under the same tag is only picked up by new pods.
 if [ "$BUILD" -eq 1 ]; then
     k -n meshward-system rollout restart deploy/meshward-control-plane
@@ -159,13 +159,6 @@ fi
 k -n meshward-system rollout status deploy/meshward-control-plane --timeout="${WAIT}s"
 
 # --- sample app with the filter ------------------------------------------------------
-step "namespace demo with sidecar injection"
-k create namespace demo --dry-run=client -o yaml | k apply -f -
-k label namespace demo istio-injection=enabled --overwrite
-
-step "mesh wiring (istio-manifests/mesh/: EnvoyFilter + bootstrap override)"
-k apply -f "$ROOT/istio-manifests/mesh/"
-
 step "sample app (e2e/kind/sample-app.yaml)"
 k apply -f "$ROOT/e2e/kind/sample-app.yaml"
 # Restarted so that pods created before the mesh wiring existed pick it up.

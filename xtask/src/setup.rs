@@ -265,7 +265,9 @@ fn node_modules_ok() -> bool {
     let committed = std::fs::read(root().join(NODE_PROJECT).join("package-lock.json"));
     let installed = std::fs::read(node_modules_dir().join("package-lock.json"));
     matches!((committed, installed), (Ok(a), Ok(b)) if a == b)
-        && node_modules_dir().join("node_modules/kubernetes-models").is_dir()
+        && node_modules_dir()
+            .join("node_modules/kubernetes-models")
+            .is_dir()
 }
 
 /// `npm ci` of tools/manifest-schemas into .tools/node (npm registry only).

@@ -217,10 +217,8 @@ mod tests {
     fn vm(built: &Built) -> VmConfig {
         let typed = TypedExtensionConfig::decode(built.any.value.as_slice()).unwrap();
         let wasm = Wasm::decode(typed.typed_config.unwrap().value.as_slice()).unwrap();
-        match wasm.config.unwrap().vm.unwrap() {
-            plugin_config::Vm::VmConfig(vm) => vm,
-            other => panic!("{other:?}"),
-        }
+        let plugin_config::Vm::VmConfig(vm) = wasm.config.unwrap().vm.unwrap();
+        vm
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! resource, and the next change waits for the answer. A NACK then names exactly one
 //! resource version, which is never sent again, while the other resources keep
 //! updating. (The first response of a stream carries everything at once; if that is
-//! rejected, the changes are retried one by one.)
+//! rejected, the resource whose wasm plugin Envoy names is the culprit, and the other
+//! changes are retried one by one.)
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;

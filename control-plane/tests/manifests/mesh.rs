@@ -385,6 +385,20 @@ pub fn mesh() -> Mesh {
         script.contains(&format!("IMAGE={image}\n")),
         "run.sh builds {image}"
     );
+    // It installs these manifests as they are: the kind overlay, with kubectl's kustomize.
+    assert!(
+        script.contains("k apply -k \"$ROOT/istio-manifests/overlays/kind\""),
+        "run.sh applies the kind overlay"
+    );
+    for line in script
+        .lines()
+        .filter(|l| l.contains("apply -f \"$ROOT/istio-manifests"))
+    {
+        assert!(
+            line.contains("istio-manifests/examples/"),
+            "run.sh bypasses kustomize: {line}"
+        );
+    }
     let base = rendered("istio-manifests");
     let base_image = str_at(
         one(&base, "Deployment", "meshward-control-plane"),

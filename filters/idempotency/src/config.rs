@@ -345,10 +345,11 @@ impl IdempotencyConfig {
                     .cluster
                     .clone()
                     .unwrap_or_else(|| DEFAULT_STORE_CLUSTER.into());
-                if cluster.is_empty() || cluster.len() > 255 {
-                    return Err(at
-                        .field("cluster")
-                        .error("expected an Envoy cluster name (1 to 255 characters)"));
+                if cluster.is_empty() || cluster.len() > crate::remote::MAX_CLUSTER_NAME {
+                    return Err(at.field("cluster").error(format!(
+                        "expected an Envoy cluster name (1 to {} bytes)",
+                        crate::remote::MAX_CLUSTER_NAME
+                    )));
                 }
                 let timeout_nanos = duration(
                     store.timeout.as_deref(),

@@ -9,11 +9,13 @@
 //! store answers at once:
 //! - `Reserve`: the request is held (headers without a body, or the complete body)
 //!   until the answer; then the same [`machine::decide`] as for the embedded store.
-//! - `Complete`/`Release`: the end of the response (its last chunk, or its headers for a
-//!   release or a stream) is held until the store has recorded the outcome, so a client
-//!   that has seen the response and retries — on any replica — finds the record. These
-//!   calls are made on behalf of the root context, so Envoy does not cancel them when
-//!   the request's context goes away (a client that leaves mid-response).
+//! - `Complete`/`Release`: a response that will be stored is held — its body buffered by
+//!   Envoy, at most `maxResponseBytes` — until the store has the record, so a client that
+//!   has the whole response and retries, on any replica, gets the replay. A release (5xx,
+//!   Envoy-generated reply) holds the response headers until the key is free again; a
+//!   response that is not stored (too large, a stream) is not delayed beyond its last
+//!   chunk. These calls are made on behalf of the root context, so Envoy does not cancel
+//!   them when the request's context goes away (a client that leaves mid-response).
 //!
 //! A failed or timed-out call counts in `store_errors`; a failed `Reserve` follows
 //! `failureMode`.
@@ -97,8 +99,9 @@ impl Metrics {
 enum Backend {
     /// Built once per configuration: every request reserves and completes through it.
     Local(SharedDataRecords<'static>),
-    /// The control plane's `IdempotencyStore` through an Envoy cluster.
-    Remote { cluster: String, timeout: Duration },
+    /// The control plane's `IdempotencyStore` through an Envoy cluster, named by a
+    /// serialized `GrpcService` ([`remote::grpc_service_target`]).
+    Remote { target: String, timeout: Duration },
 }
 
 struct Runtime {
@@ -121,8 +124,8 @@ impl Runtime {
     /// that context goes away first).
     fn call(&self, method: &str, message: &[u8]) -> Result<u32, String> {
         match &self.backend {
-            Backend::Remote { cluster, timeout } => {
-                grpc::dispatch(cluster, remote::SERVICE, method, message, *timeout)
+            Backend::Remote { target, timeout } => {
+                grpc::dispatch(target, remote::SERVICE, method, message, *timeout)
             }
             Backend::Local(_) => Err("no remote store is configured".into()),
         }
@@ -321,9 +324,17 @@ impl RootContext for IdempotencyRoot {
                 }
                 Backend::Local(records)
             }
-            StoreMode::Remote(store) => Backend::Remote {
-                cluster: store.cluster.clone(),
-                timeout: Duration::from_nanos(store.timeout_nanos),
+            StoreMode::Remote(store) => match remote::grpc_service_target(&store.cluster) {
+                Some(target) => Backend::Remote {
+                    target,
+                    timeout: Duration::from_nanos(store.timeout_nanos),
+                },
+                None => {
+                    log::error(
+                        "meshward idempotency: invalid configuration: store.cluster: too long",
+                    );
+                    return false;
+                }
             },
         };
         let runtime = Runtime {
@@ -471,6 +482,18 @@ struct Capture {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     too_large: bool,
+    /// Remote store: the body is held (Envoy buffers it) until the record is stored, so
+    /// a client that has the whole response finds it on any replica. Bounded by
+    /// `maxResponseBytes`: a larger body is released and not stored.
+    held: bool,
+}
+
+/// Up to `size` bytes of the response body Envoy holds for this callback.
+fn response_body(size: usize) -> Vec<u8> {
+    proxy_wasm::hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// A remote call the request waits for.
@@ -521,10 +544,11 @@ impl Context for IdempotencyHttp {
                 }
             }
             Call::Complete { sent } => {
-                report_finish(
-                    &runtime,
-                    answer.and_then(|message| remote::finish(&message, sent)),
-                );
+                match answer.and_then(|message| remote::finish(&message, sent)) {
+                    // Counted in `uncacheable` when sent (see `finish`).
+                    Ok(Finish::NotStored(_)) => {}
+                    other => report_finish(&runtime, other),
+                }
                 let _ = proxy_wasm::hostcalls::resume_http_response();
             }
             Call::Release => {
@@ -640,6 +664,15 @@ impl IdempotencyHttp {
                     outcome.as_ref().map_err(|r| *r),
                     runtime.config.ttl_nanos,
                 );
+                if let Err(reason) = &outcome {
+                    // Counted now: the answer may come after this context is gone (the
+                    // response was not held), and then it is dropped.
+                    runtime.metrics.uncacheable.increment();
+                    log::debug(&format!(
+                        "meshward idempotency: response not stored: {}",
+                        reason.as_str()
+                    ));
+                }
                 match runtime.call_as_root(self.context_id, remote::COMPLETE, &message) {
                     Ok(call) => {
                         let sent = outcome.map(|_| ());
@@ -799,6 +832,7 @@ impl HttpContext for IdempotencyHttp {
                     headers: replayed,
                     body: Vec::new(),
                     too_large: false,
+                    held: runtime.table().is_none(),
                 });
                 if end_of_stream {
                     self.on_response_end(&runtime)
@@ -816,13 +850,21 @@ impl HttpContext for IdempotencyHttp {
         let Some(capture) = &mut self.capture else {
             return Action::Continue;
         };
-        if !capture.too_large && body_size > 0 {
-            let chunk =
-                proxy_wasm::hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-            if capture.body.len() + chunk.len() > runtime.config.max_response_bytes {
+        let max = runtime.config.max_response_bytes;
+        if capture.held {
+            // Remote store: the body is held in Envoy's buffer (`body_size` is all of it so
+            // far) until the store has the record, unless it outgrows what is stored.
+            if body_size > max {
+                capture.too_large = true;
+                capture.held = false; // released below: delivered, not stored
+            } else if !end_of_stream {
+                return Action::Pause;
+            } else {
+                capture.body = response_body(body_size);
+            }
+        } else if !capture.too_large && body_size > 0 {
+            let chunk = response_body(body_size);
+            if capture.body.len() + chunk.len() > max {
                 capture.too_large = true;
                 capture.body = Vec::new();
             } else {
@@ -837,10 +879,19 @@ impl HttpContext for IdempotencyHttp {
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        match self.runtime.clone() {
-            Some(runtime) => self.on_response_end(&runtime),
-            None => Action::Continue,
+        let Some(runtime) = self.runtime.clone() else {
+            return Action::Continue;
+        };
+        if let Some(capture) = self.capture.as_mut().filter(|c| c.held) {
+            // The held body, complete now.
+            let body = response_body(runtime.config.max_response_bytes.saturating_add(1));
+            if body.len() > runtime.config.max_response_bytes {
+                capture.too_large = true;
+            } else {
+                capture.body = body;
+            }
         }
+        self.on_response_end(&runtime)
     }
 
     /// The stream ended without the response completing. If the upstream had started
