@@ -492,11 +492,16 @@ async fn serve_store(
     let task = tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .tcp_nodelay(true)
             .add_service(store.server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop.changed().await;
-            })
+            // No Nagle on the accepted connections (the builder's `tcp_nodelay` does
+            // not reach an incoming stream): a reply written in two pieces (a replayed
+            // response, then the trailers) would wait ~40 ms for a delayed ACK.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            )
             .await;
         if let Err(err) = result {
             eprintln!("meshward-control-plane: idempotency store failed: {err}");

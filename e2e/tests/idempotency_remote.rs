@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use meshward_control_plane::server::{
     start_store, StoreOptions, StoreRunning, StoreServiceOptions,
 };
+use meshward_e2e::upstream::TRUNCATE_HEADER;
 use meshward_e2e::valkey::Valkey;
 use meshward_e2e::{
     Bootstrap, Envoy, EnvoyOptions, RecordedRequest, RecordingUpstream, Reply, Request, Response,
@@ -81,7 +82,8 @@ impl Drop for Store {
 }
 
 /// `/slow…` answers after 300 ms; `/fail…` answers 500 the first time; `/big…` sends
-/// 10 kB (over `maxResponseBytes`); everything else is the JSON echo, 201.
+/// 10 kB (over `maxResponseBytes`); `/cut…` dies mid-body; everything else is the JSON
+/// echo, 201.
 fn upstream() -> RecordingUpstream {
     let failures = Arc::new(AtomicUsize::new(0));
     RecordingUpstream::start_with(
@@ -95,6 +97,17 @@ fn upstream() -> RecordingUpstream {
                     status: 500,
                     headers: vec![("content-type".into(), "text/plain".into())],
                     body: b"try again".to_vec(),
+                };
+            }
+            if request.path.starts_with("/cut") {
+                // Dies 100 bytes into 1000.
+                return Reply {
+                    status: 200,
+                    headers: vec![
+                        ("content-type".into(), "text/plain".into()),
+                        (TRUNCATE_HEADER.into(), "100".into()),
+                    ],
+                    body: vec![b'y'; 1000],
                 };
             }
             if request.path.starts_with("/big") {
@@ -306,6 +319,31 @@ fn completed_not_stored_on_one_replica_is_409_on_the_other() {
     );
     assert_eq!(f.upstream.hits(), 1, "never executed twice");
     assert_eq!(counter(&f.a, "uncacheable"), 1);
+}
+
+#[test]
+fn an_upstream_dying_mid_response_on_one_replica_is_not_run_again_on_the_other() {
+    let f = Fixture::both(&config("deny", ""));
+    // Executed, but the response broke: the client sees a failure.
+    let _ = post("/cut", "k-cut", "{}").send(f.a.port());
+    assert_eq!(f.upstream.hits(), 1);
+    // The record ("executed, not stored") is written on the root context's behalf
+    // after the request's context is gone; give it its round trip.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let retry = loop {
+        let retry = post("/cut", "k-cut", "{}").send(f.b.port()).unwrap();
+        if retry.body_text().contains("cut off") || Instant::now() > deadline {
+            break retry;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(retry.status, 409, "{}", retry.body_text());
+    assert!(
+        retry.body_text().contains("cut off"),
+        "{}",
+        retry.body_text()
+    );
+    assert_eq!(f.upstream.hits(), 1, "not executed twice");
 }
 
 #[test]

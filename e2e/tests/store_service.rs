@@ -374,7 +374,7 @@ where
 async fn requests_out_of_bounds_are_invalid_arguments() {
     let store = Fixture::start().await;
     let invalid = |result: Result<_, tonic::Status>| {
-        let status = result.err().expect("refused");
+        let status = result.expect_err("refused");
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     };
     invalid(store.try_reserve(6, 1, 0).await.map(|_| ()));

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use super::resources::Built;
 
 /// The first re-send after a code-cache miss: also how long a listener that stopped
-/// warming on that NACK serves its `default_config` before the first retry, so short.
+/// warming on that NACK serves its `default_config` before the first retry, so short —
+/// but not shorter: a re-send while the download still runs makes Envoy (1.40) start
+/// another download (its code cache falls through on "in progress").
 pub const FIRST_DELAY: Duration = Duration::from_millis(200);
 /// The longest wait between re-sends.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);

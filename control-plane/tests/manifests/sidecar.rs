@@ -225,17 +225,23 @@ fn with_the_control_plane_the_sidecar_enforces_the_example_policy() {
     }
 
     // The control plane recorded this proxy's ACK (what the Programmed condition reads).
-    let status: Value = serde_json::from_str(&get(http_port, "/status").unwrap().body).unwrap();
-    let node_id = str_at(&sidecar_node_with(&mesh.labels), "/id").to_owned();
     // All four filters: each got its configuration (pass-through where no policy
-    // selects the workload) and ACKed it.
-    for kind in Kind::FILTERS {
-        let resource = &status["proxies"][&node_id]["resources"][kind.resource_name()];
-        assert!(resource["ackedVersion"].is_string(), "{kind:?}: {status:#}");
-        assert_eq!(
-            resource["ackedVersion"], resource["pushedVersion"],
-            "{status:#}"
-        );
+    // selects the workload) and ACKed it — each once Envoy has downloaded its module and
+    // the control plane sent it again, so not necessarily all by now.
+    let node_id = str_at(&sidecar_node_with(&mesh.labels), "/id").to_owned();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status: Value = serde_json::from_str(&get(http_port, "/status").unwrap().body).unwrap();
+        let acked = |kind: &Kind| {
+            let resource = &status["proxies"][&node_id]["resources"][kind.resource_name()];
+            resource["ackedVersion"].is_string()
+                && resource["ackedVersion"] == resource["pushedVersion"]
+        };
+        if Kind::FILTERS.iter().all(acked) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all ACKed: {status:#}");
+        std::thread::sleep(Duration::from_millis(50));
     }
     drop(envoy);
 }
