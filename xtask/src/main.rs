@@ -43,7 +43,10 @@ cargo xtask <command>
   crds         write the meshward.io CustomResourceDefinitions (generated from
                control-plane/src/kubernetes/crds.rs) to istio-manifests/crds/
   fuzz <filter> [--minutes N] [--target NAME]
-               run a cargo-fuzz target of filters/<filter>/fuzz (default 10 minutes)
+  fuzz --all [--minutes N]
+               run the cargo-fuzz targets of filters/<filter>/fuzz (one with --target), or
+               of every filter with --all, N minutes each (default 10), one after the
+               other; prints each target's execution count and a summary table
 ";
 
 fn main() -> ExitCode {

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config_error;
 pub mod digest;
 pub mod duration;
+pub mod grpc_target;
 #[cfg(feature = "proxy-wasm")]
 pub mod host;
 pub mod matcher;

@@ -99,12 +99,19 @@ pub fn is_token(s: &str) -> bool {
 /// are validated and ignored). Surrounding spaces are allowed. Returns the string.
 pub fn parse_string_item(input: &str) -> Result<String, String> {
     let input = input.trim_matches(' ');
+    let (value, after) = read_string(input)?;
+    validate_parameters(after)?;
+    Ok(value)
+}
+
+/// The sf-string at the start of `input`: its value and what follows the closing quote.
+fn read_string(input: &str) -> Result<(String, &str), String> {
     let rest = input
         .strip_prefix('"')
         .ok_or("expected an sf-string (a value in double quotes)")?;
     let mut value = String::new();
     let mut chars = rest.char_indices();
-    let after = loop {
+    loop {
         let Some((at, c)) = chars.next() else {
             return Err("unterminated sf-string".into());
         };
@@ -117,17 +124,16 @@ pub fn parse_string_item(input: &str) -> Result<String, String> {
                     )
                 }
             },
-            '"' => break rest.get(at + 1..).unwrap_or(""),
+            '"' => return Ok((value, rest.get(at + 1..).unwrap_or(""))),
             ' '..='~' => value.push(c),
             _ => return Err("sf-strings may only contain printable ASCII".into()),
         }
-    };
-    validate_parameters(after)?;
-    Ok(value)
+    }
 }
 
-/// `*( ";" *SP key [ "=" bare-item ] )` with simple bare items (token, integer, string,
-/// boolean); anything else is an error.
+/// `*( ";" *SP key [ "=" bare-item ] )` where a bare item is an integer, decimal,
+/// string, token, boolean or date (RFC 9651 §4.2.3); byte sequences and display strings
+/// are refused, as is anything that is not a bare item.
 fn validate_parameters(mut rest: &str) -> Result<(), String> {
     while !rest.is_empty() {
         rest = rest
@@ -144,37 +150,57 @@ fn validate_parameters(mut rest: &str) -> Result<(), String> {
         rest = match after_key.strip_prefix('=') {
             None => after_key,
             Some(value) => {
-                let end = if value.starts_with('"') {
-                    let mut escaped = false;
-                    value
-                        .char_indices()
-                        .skip(1)
-                        .find(|(_, c)| {
-                            let closes = *c == '"' && !escaped;
-                            escaped = *c == '\\' && !escaped;
-                            closes
-                        })
-                        .map(|(at, _)| at + 1)
-                        .ok_or("unterminated sf-string in a parameter")?
-                } else {
-                    value.find(';').unwrap_or(value.len())
-                };
-                let (bare, after_value) = value.split_at(end);
-                let simple = bare.starts_with('"')
-                    || bare == "?0"
-                    || bare == "?1"
-                    || (!bare.is_empty()
-                        && bare.bytes().all(|b| {
-                            b.is_ascii_alphanumeric() || b"-.*:/!#$%&'+^_`|~".contains(&b)
-                        }));
-                if !simple {
-                    return Err("invalid parameter value".into());
-                }
-                after_value
+                let end = bare_item_len(value).ok_or("invalid parameter value")?;
+                value.get(end..).unwrap_or("")
             }
         };
     }
     Ok(())
+}
+
+/// The length of the bare item at the start of `text`, if one is there.
+fn bare_item_len(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    match *bytes.first()? {
+        b'"' => {
+            let (_, after) = read_string(text).ok()?;
+            Some(text.len() - after.len())
+        }
+        b'?' => matches!(bytes.get(1), Some(b'0' | b'1')).then_some(2),
+        b'@' => number_len(bytes.get(1..)?, false).map(|len| len + 1),
+        b'-' | b'0'..=b'9' => number_len(bytes, true),
+        first if first.is_ascii_alphabetic() || first == b'*' => Some(
+            1 + bytes
+                .iter()
+                .skip(1)
+                .take_while(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(b))
+                .count(),
+        ),
+        _ => None,
+    }
+}
+
+/// An sf-integer (`["-"] 1*15DIGIT`) or, when allowed, an sf-decimal
+/// (`["-"] 1*12DIGIT "." 1*3DIGIT`) at the start of `bytes`: its length.
+fn number_len(bytes: &[u8], decimal_allowed: bool) -> Option<usize> {
+    let sign = usize::from(bytes.first() == Some(&b'-'));
+    let digits = |from: usize| {
+        bytes
+            .iter()
+            .skip(from)
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    let integer = digits(sign);
+    if integer == 0 {
+        return None;
+    }
+    if bytes.get(sign + integer) != Some(&b'.') {
+        return (integer <= 15).then_some(sign + integer);
+    }
+    let fraction = digits(sign + integer + 1);
+    let valid = decimal_allowed && integer <= 12 && (1..=3).contains(&fraction);
+    valid.then_some(sign + integer + 1 + fraction)
 }
 
 #[cfg(test)]
@@ -242,6 +268,37 @@ mod tests {
         ] {
             assert!(parse_string_item(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Found by the `sf_string` fuzz target (filters/common/fuzz/regressions/sf_string):
+    /// parameter values were checked only for their characters, so non-ASCII strings,
+    /// `1abc`, `/x` or 16-digit integers passed as parameters.
+    #[test]
+    fn parameters_are_rfc_9651_bare_items() {
+        for bad in [
+            "\"k\";a=1;b;c=\"\u{fffd}xy\"",
+            "\"k\";c=\"a\\x\"",
+            "\"k\";n=1abc",
+            "\"k\";t=/x",
+            "\"k\";n=-",
+            "\"k\";n=1234567890123456",
+            "\"k\";d=1.2345",
+            "\"k\";d=1.",
+            "\"k\";d=1234567890123.5",
+            "\"k\";d=1.2.3",
+            "\"k\";at=@1.5",
+            "\"k\";b=?2",
+            "\"k\";bytes=:aGk=:",
+        ] {
+            assert!(parse_string_item(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_string_item(
+                "\"k\";n=-123456789012345;d=-123456789012.125;t=*t/x:y;b=?0;at=@-1;s=\"a\\\"b\";f"
+            )
+            .as_deref(),
+            Ok("k")
+        );
     }
 
     #[test]

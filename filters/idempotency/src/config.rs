@@ -345,10 +345,12 @@ impl IdempotencyConfig {
                     .cluster
                     .clone()
                     .unwrap_or_else(|| DEFAULT_STORE_CLUSTER.into());
-                if cluster.is_empty() || cluster.len() > crate::remote::MAX_CLUSTER_NAME {
+                if cluster.is_empty()
+                    || cluster.len() > meshward_filter_common::grpc_target::MAX_CLUSTER_NAME
+                {
                     return Err(at.field("cluster").error(format!(
                         "expected an Envoy cluster name (1 to {} bytes)",
-                        crate::remote::MAX_CLUSTER_NAME
+                        meshward_filter_common::grpc_target::MAX_CLUSTER_NAME
                     )));
                 }
                 let timeout_nanos = duration(

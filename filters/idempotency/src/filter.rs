@@ -36,6 +36,7 @@ use crate::response::StoredResponse;
 use crate::store::{Finish, Lease, NotStored, RecordStore, Reservation, Token};
 use crate::table::SharedDataRecords;
 use meshward_filter_common::clock::Clock;
+use meshward_filter_common::grpc_target;
 use meshward_filter_common::host::clock::HostClock;
 use meshward_filter_common::host::grpc;
 use meshward_filter_common::host::log;
@@ -100,7 +101,7 @@ enum Backend {
     /// Built once per configuration: every request reserves and completes through it.
     Local(SharedDataRecords<'static>),
     /// The control plane's `IdempotencyStore` through an Envoy cluster, named by a
-    /// serialized `GrpcService` ([`remote::grpc_service_target`]).
+    /// serialized `GrpcService` ([`grpc_target::service_target`]).
     Remote { target: String, timeout: Duration },
 }
 
@@ -324,7 +325,7 @@ impl RootContext for IdempotencyRoot {
                 }
                 Backend::Local(records)
             }
-            StoreMode::Remote(store) => match remote::grpc_service_target(&store.cluster) {
+            StoreMode::Remote(store) => match grpc_target::service_target(&store.cluster) {
                 Some(target) => Backend::Remote {
                     target,
                     timeout: Duration::from_nanos(store.timeout_nanos),

@@ -135,32 +135,6 @@ pub struct ReleaseResponse {
     pub released: bool,
 }
 
-/// What to pass as the "cluster" of `dispatch_grpc_call`: a serialized
-/// `envoy.config.core.v3.GrpcService` with `envoy_grpc.cluster_name` = `cluster`.
-///
-/// Envoy first tries to parse that argument as a `GrpcService`, and only if that fails
-/// takes it as a cluster name. Some names are valid protobuf by accident —
-/// `meshward-store` is (fields 13 and 12 with fixed-size payloads) — and then Envoy
-/// builds a call with no target and aborts (`async_client_manager_impl.cc: unset
-/// oneof`). Encoding the message ourselves avoids the guess. `None` for a name longer
-/// than [`MAX_CLUSTER_NAME`] (the result must stay one-byte lengths, valid UTF-8).
-pub fn grpc_service_target(cluster: &str) -> Option<String> {
-    let name_len = u8::try_from(cluster.len())
-        .ok()
-        .filter(|n| usize::from(*n) <= MAX_CLUSTER_NAME)?;
-    // GrpcService { envoy_grpc (1): EnvoyGrpc { cluster_name (1): cluster } }
-    let mut out = String::with_capacity(cluster.len() + 4);
-    out.push('\n');
-    out.push(char::from(name_len + 2));
-    out.push('\n');
-    out.push(char::from(name_len));
-    out.push_str(cluster);
-    Some(out)
-}
-
-/// The longest cluster name [`grpc_service_target`] encodes.
-pub const MAX_CLUSTER_NAME: usize = 120;
-
 /// Nanoseconds → whole milliseconds, rounded up, at least 1 (a lock or TTL shorter than
 /// asked would be unsafe; 0 means "unset" on the wire).
 pub fn millis(nanos: u64) -> u64 {
@@ -425,32 +399,6 @@ mod tests {
             (release.scope_key, release.token),
             (scope.to_vec(), token.to_vec())
         );
-    }
-
-    #[test]
-    fn the_cluster_travels_as_a_grpc_service_message() {
-        /// `envoy.config.core.v3.GrpcService`, only `envoy_grpc`.
-        #[derive(Clone, PartialEq, Message)]
-        struct GrpcService {
-            #[prost(message, optional, tag = "1")]
-            envoy_grpc: Option<EnvoyGrpc>,
-        }
-        #[derive(Clone, PartialEq, Message)]
-        struct EnvoyGrpc {
-            #[prost(string, tag = "1")]
-            cluster_name: String,
-        }
-        // Why: this name parses as a (meaningless) GrpcService all by itself.
-        assert!(GrpcService::decode(&b"meshward-store"[..]).is_ok());
-        for cluster in ["meshward-store", "a", &"c".repeat(MAX_CLUSTER_NAME)] {
-            let target = grpc_service_target(cluster).unwrap();
-            let parsed = GrpcService::decode(target.as_bytes()).unwrap();
-            assert_eq!(
-                parsed.envoy_grpc.map(|g| g.cluster_name).as_deref(),
-                Some(cluster)
-            );
-        }
-        assert_eq!(grpc_service_target(&"c".repeat(MAX_CLUSTER_NAME + 1)), None);
     }
 
     #[test]

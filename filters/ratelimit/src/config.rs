@@ -9,6 +9,7 @@ use crate::key::KeyPart;
 use crate::table::KeyTable;
 use meshward_filter_common::config_error::{is_metric_segment, parse_json, ConfigError, JsonPath};
 use meshward_filter_common::duration::parse_duration_nanos;
+use meshward_filter_common::grpc_target::{service_target, MAX_CLUSTER_NAME};
 use meshward_filter_common::matcher::{validate_header_name, RequestMatchConfig, RequestMatcher};
 
 pub const DEFAULT_MAX_KEYS: u32 = 10_000;
@@ -178,6 +179,8 @@ pub struct CompiledRule {
 pub struct GlobalConfig {
     pub domain: String,
     pub cluster: String,
+    /// `cluster` as `dispatch_grpc_call` needs it (an encoded `GrpcService`).
+    pub target: String,
     pub timeout_nanos: u64,
     pub failure_mode: FailureMode,
 }
@@ -268,9 +271,10 @@ impl GlobalConfigJson {
             return Err(path.field("domain").error("expected 1 to 256 characters"));
         }
         let cluster = self.cluster.as_deref().unwrap_or(DEFAULT_RLS_CLUSTER);
-        if cluster.is_empty() {
-            return Err(path.field("cluster").error("must not be empty"));
-        }
+        let target = service_target(cluster).ok_or_else(|| {
+            path.field("cluster")
+                .error(format!("expected 1 to {MAX_CLUSTER_NAME} characters"))
+        })?;
         let timeout_nanos =
             parse_duration_nanos(self.timeout.as_deref().unwrap_or(DEFAULT_RLS_TIMEOUT))
                 .map_err(|err| path.field("timeout").error(err))?;
@@ -280,6 +284,7 @@ impl GlobalConfigJson {
         Ok(GlobalConfig {
             domain: self.domain.clone(),
             cluster: cluster.to_owned(),
+            target,
             timeout_nanos,
             failure_mode: self.failure_mode,
         })

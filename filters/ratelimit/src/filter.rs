@@ -275,7 +275,7 @@ impl RateLimitHttp {
             rls.calls.increment();
         }
         match grpc::dispatch(
-            &global.cluster,
+            &global.target,
             global::SERVICE,
             global::METHOD,
             &call.encode_to_vec(),

@@ -9,18 +9,19 @@ use proxy_wasm::types::BufferType;
 /// gRPC status code OK.
 pub const OK: u32 = 0;
 
-/// Starts a unary call to `service/method` on `cluster` (a cluster with HTTP/2 in the
-/// Envoy config). Returns the token `on_grpc_call_response` gets, or why it could not
-/// start (e.g. the cluster does not exist).
+/// Starts a unary call to `service/method` on the cluster `target` names — the value of
+/// [`crate::grpc_target::service_target`] for an HTTP/2 cluster of the Envoy config,
+/// never a bare cluster name (Envoy could take it for a `GrpcService` and abort).
+/// Returns the token `on_grpc_call_response` gets, or why it could not start.
 pub fn dispatch(
-    cluster: &str,
+    target: &str,
     service: &str,
     method: &str,
     message: &[u8],
     timeout: Duration,
 ) -> Result<u32, String> {
     proxy_wasm::hostcalls::dispatch_grpc_call(
-        cluster,
+        target,
         service,
         method,
         Vec::new(),
@@ -28,7 +29,7 @@ pub fn dispatch(
         timeout,
     )
     .map_err(|status| {
-        format!("cannot call {service}/{method} on cluster {cluster:?}: {status:?} (is the cluster defined, with HTTP/2?)")
+        format!("cannot call {service}/{method}: {status:?} (is the cluster defined, with HTTP/2?)")
     })
 }
 
