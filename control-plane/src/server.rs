@@ -11,7 +11,6 @@ use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_s
 use meshward_proto::tuning::v1::runtime_reports_server::RuntimeReportsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::http::{load_modules, router, HttpState};
 use crate::kubernetes::controller::KubernetesOptions;
@@ -217,9 +216,12 @@ pub async fn start_services(
             .add_service(AggregatedDiscoveryServiceServer::new(xds.clone()))
             .add_service(ExtensionConfigDiscoveryServiceServer::new(xds))
             .add_service(RuntimeReportsServer::new(reports))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(xds_listener), async move {
-                let _ = xds_stop.changed().await;
-            })
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(xds_listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = xds_stop.changed().await;
+                },
+            )
             .await;
         if let Err(err) = result {
             eprintln!("meshward-control-plane: xDS server failed: {err}");
@@ -357,9 +359,12 @@ async fn serve_rls(
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .tcp_nodelay(true)
             .add_service(rls.server())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop.changed().await;
-            })
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            )
             .await;
         if let Err(err) = result {
             eprintln!("meshward-control-plane: rate-limit service failed: {err}");
