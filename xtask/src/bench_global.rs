@@ -112,7 +112,8 @@ impl Services {
             .filter(|l| l.starts_with("meshward_control_plane_redis_errors_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
-        format!("Redis errors seen by the control plane: {errors}.")
+        // `+ 0.0`: an empty f64 sum is -0.
+        format!("Redis errors seen by the control plane: {}.", errors + 0.0)
     }
 }
 
