@@ -12,6 +12,10 @@
 //! - mesh.rs: the pieces of the install agree (EnvoyFilters, bootstrap override,
 //!   Deployment, Service, PDB, sample app, image), and every EnvoyFilter patch passes
 //!   `envoy --mode validate` inside a sidecar-shaped bootstrap;
+//! - global_state.rs: the global-state overlay (Valkey, the control plane's Redis and
+//!   service flags, the bootstrap override with `meshward-rls`/`meshward-store`) agrees
+//!   with the base and the filters, its override passes `envoy --mode validate` with the
+//!   mesh patches, and the binary serves the RLS and the store with those flags;
 //! - sidecar.rs: that sidecar run for real, without a control plane (fail open/closed as
 //!   documented) and with the control plane binary started with the Deployment's flags;
 //! - wasmplugin.rs: the WasmPlugin install mirrors the EnvoyFilters, configs accepted;
@@ -24,6 +28,7 @@
 
 mod dashboard;
 mod examples;
+mod global_state;
 mod kustomize;
 mod mesh;
 mod objects;

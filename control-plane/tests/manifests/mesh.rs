@@ -34,14 +34,14 @@ pub struct Mesh {
     pub args: Vec<String>,
 }
 
-fn cluster_named<'c>(clusters: &'c [Value], name: &str) -> &'c Value {
+pub fn cluster_named<'c>(clusters: &'c [Value], name: &str) -> &'c Value {
     clusters
         .iter()
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("the bootstrap override has no cluster {name}"))
 }
 
-fn endpoint(cluster: &Value) -> (String, u64) {
+pub fn endpoint(cluster: &Value) -> (String, u64) {
     let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         ["address"]["socket_address"];
     (

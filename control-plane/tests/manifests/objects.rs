@@ -17,14 +17,23 @@ use crate::kustomize::{kubectl_kustomize, render, sorted};
 use crate::support::{documents, root, typed, yaml_files};
 
 /// The kustomizations: the install (`kubectl apply -k istio-manifests/`), its overlays,
-/// the per-namespace bootstrap override, the WasmPlugin install and the PodMonitors.
-pub const KUSTOMIZATIONS: [&str; 6] = [
+/// the per-namespace bootstrap overrides (the base's and the global-state overlay's), the
+/// WasmPlugin install and the PodMonitors.
+pub const KUSTOMIZATIONS: [&str; 8] = [
     "istio-manifests",
     "istio-manifests/overlays/kind",
     "istio-manifests/overlays/authz-fail-open",
+    "istio-manifests/overlays/global-state",
     "istio-manifests/app-namespace",
+    "istio-manifests/overlays/global-state/app-namespace",
     "istio-manifests/wasmplugin",
     "istio-manifests/prometheus",
+];
+
+/// The kustomizations applied with `-n <namespace>`: no namespace of their own.
+pub const PER_NAMESPACE: [&str; 2] = [
+    "istio-manifests/app-namespace",
+    "istio-manifests/overlays/global-state/app-namespace",
 ];
 
 /// Applied without kustomize (`kubectl apply -f`, `istioctl install -f`).
@@ -135,17 +144,25 @@ fn every_manifest_is_accounted_for_parses_and_uses_known_fields() {
             "{at}: metadata.name"
         );
         // Namespaced objects say where they go (applying must not depend on the
-        // caller's namespace) — except the per-namespace kustomization, made to be given
-        // one.
+        // caller's namespace) — except the per-namespace kustomizations, made to be
+        // given one.
         let cluster_scoped = matches!(
             kind,
             "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "CustomResourceDefinition"
         );
-        if source != "kustomize istio-manifests/app-namespace" {
+        if !PER_NAMESPACE
+            .iter()
+            .any(|dir| source == &format!("kustomize {dir}"))
+        {
             assert_eq!(
                 document["metadata"]["namespace"].is_string(),
                 !cluster_scoped,
                 "{at}: metadata.namespace"
+            );
+        } else {
+            assert!(
+                document["metadata"]["namespace"].is_null(),
+                "{at}: applied with -n, it must not name a namespace"
             );
         }
         match (api_version, kind) {

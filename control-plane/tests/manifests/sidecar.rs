@@ -299,7 +299,7 @@ fn the_deployments_flags_are_the_binarys() {
 /// The Deployment's args for a control plane on this machine: the policy source is the
 /// directory (no API server here); addresses, the module URL and the wasm folder are
 /// local; every other flag (notably --module-cluster) stays as deployed.
-fn local_args(
+pub fn local_args(
     deployed: &[String],
     policies: &Path,
     xds_port: u16,

@@ -230,6 +230,15 @@ impl Process {
         self
     }
 
+    /// The next line the control plane prints after `xds`/`http` (`rls ADDR`,
+    /// `store ADDR` with `--redis-url`); call after [`Process::wait_listening`].
+    pub fn next_line(&mut self) -> String {
+        let stdout = self.stdout.as_mut().expect("wait_listening first");
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    }
+
     /// Envoy's listener port, read from the admin API once Envoy is ready.
     pub fn listener_port(&mut self, admin_file: &Path) -> u16 {
         let deadline = Instant::now() + WAIT;
