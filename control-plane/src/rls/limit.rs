@@ -18,7 +18,7 @@ pub enum Algorithm {
     /// Previous and current fixed-window counts, the previous one weighted by its
     /// remaining overlap with the sliding window.
     SlidingWindow,
-    /// At most `requests` per aligned window of `per` (INCR + PEXPIRE).
+    /// At most `requests` per aligned window of `per` (window index and count in a hash, PEXPIRE).
     FixedWindow,
 }
 

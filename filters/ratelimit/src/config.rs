@@ -59,8 +59,8 @@ pub struct RuleConfig {
     pub limit: LimitConfig,
     #[serde(default)]
     pub shadow: bool,
-    #[serde(default)]
-    pub failure_mode: FailureMode,
+    /// Default `allow`; in global mode, `global.failureMode`.
+    pub failure_mode: Option<FailureMode>,
     pub max_keys: Option<u32>,
     /// Global mode: a local limit enforced while the service is unreachable.
     pub fallback: Option<LimitConfig>,
@@ -235,7 +235,17 @@ impl RateLimitConfig {
                     .field("fallback")
                     .error("only applies with a \"global\" section (the local limit while the rate-limit service is unreachable)"));
             }
-            rules.push(rule.compile(&path, default_max_keys)?);
+            // `rule` plus one entry per part; services cap descriptors at 16 entries.
+            if self.global.is_some() && rule.key.len() > 15 {
+                return Err(path.field("key").error(
+                    "at most 15 key parts in global mode (a descriptor carries at most 16 entries)",
+                ));
+            }
+            let default_failure_mode = self
+                .global
+                .as_ref()
+                .map_or(FailureMode::Allow, |g| g.failure_mode);
+            rules.push(rule.compile(&path, default_max_keys, default_failure_mode)?);
         }
         let global = self
             .global
@@ -267,8 +277,9 @@ impl RateLimitConfig {
 
 impl GlobalConfigJson {
     fn compile(&self, path: &JsonPath) -> Result<GlobalConfig, ConfigError> {
-        if self.domain.is_empty() || self.domain.len() > 256 {
-            return Err(path.field("domain").error("expected 1 to 256 characters"));
+        // The control plane's domains are `<namespace>/<name>`: up to 63 + 1 + 253.
+        if self.domain.is_empty() || self.domain.len() > 320 {
+            return Err(path.field("domain").error("expected 1 to 320 characters"));
         }
         let cluster = self.cluster.as_deref().unwrap_or(DEFAULT_RLS_CLUSTER);
         let target = service_target(cluster).ok_or_else(|| {
@@ -299,7 +310,12 @@ fn validate_max_keys(max_keys: u32, path: &JsonPath) -> Result<u32, ConfigError>
 }
 
 impl RuleConfig {
-    fn compile(&self, path: &JsonPath, default_max_keys: u32) -> Result<CompiledRule, ConfigError> {
+    fn compile(
+        &self,
+        path: &JsonPath,
+        default_max_keys: u32,
+        default_failure_mode: FailureMode,
+    ) -> Result<CompiledRule, ConfigError> {
         let name_ok = self.name.len() <= 64 && is_metric_segment(&self.name);
         if !name_ok {
             return Err(path.field("name").error(format!(
@@ -330,7 +346,7 @@ impl RuleConfig {
             key,
             limit,
             shadow: self.shadow,
-            failure_mode: self.failure_mode,
+            failure_mode: self.failure_mode.unwrap_or(default_failure_mode),
             table: KeyTable::new(&self.name, max_keys),
             fallback,
         })

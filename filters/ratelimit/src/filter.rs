@@ -176,12 +176,13 @@ impl Context for RateLimitHttp {
             let _ = proxy_wasm::hostcalls::resume_http_request();
             return;
         };
-        let Some((token, planned)) = self.pending.take() else {
-            return;
-        };
-        if token != token_id {
+        // Only the call this request is waiting for; anything else leaves it waiting.
+        if self.pending.as_ref().map(|(token, _)| *token) != Some(token_id) {
             return;
         }
+        let Some((_, planned)) = self.pending.take() else {
+            return;
+        };
         let config = &runtime.config;
         let answer = if status_code == grpc::OK {
             RateLimitResponse::decode(grpc::response(response_size).as_slice())
@@ -215,12 +216,8 @@ impl Context for RateLimitHttp {
 impl RateLimitHttp {
     /// The decision when the service could not answer.
     fn fallback(&self, runtime: &Runtime, planned: &[Planned], error: &str) -> Decision {
-        let Some(global) = &runtime.config.global else {
-            return Decision::default();
-        };
         let (decision, fell_back) = answer::on_failure(
             &runtime.config,
-            global,
             planned,
             &HostSharedData,
             HostClock.now_nanos(),

@@ -3,12 +3,13 @@
 //!
 //! Per rule: the descriptor's status (`OVER_LIMIT` limits; remaining and reset from the
 //! status). On a failed or timed-out call, a rule with a `fallback` limit is charged
-//! locally (per sidecar) with it; one without follows `global.failureMode`.
+//! locally (per sidecar) with it; one without follows its `failureMode` (default:
+//! `global.failureMode`).
 
 use super::messages::{RateLimitResponse, CODE_OVER_LIMIT};
 use super::request::Planned;
 use crate::algorithm::Verdict;
-use crate::config::{CompiledConfig, FailureMode, GlobalConfig};
+use crate::config::{CompiledConfig, FailureMode};
 use crate::limiter::{Decision, Evaluation, Outcome};
 use meshward_filter_common::clock::NANOS_PER_SECOND;
 use meshward_filter_common::store::SharedStore;
@@ -72,7 +73,6 @@ pub fn decide(
 /// locally, the other rules by `failureMode`. Also returns how many rules fell back.
 pub fn on_failure(
     config: &CompiledConfig,
-    global: &GlobalConfig,
     planned: &[Planned],
     store: &dyn SharedStore,
     now: u64,
@@ -100,7 +100,7 @@ pub fn on_failure(
                         Err(err) => (
                             Outcome::StoreFailed {
                                 error: format!("{error}; fallback: {err}"),
-                                allowed: global.failure_mode == FailureMode::Allow,
+                                allowed: rule.failure_mode == FailureMode::Allow,
                             },
                             false,
                         ),
@@ -109,7 +109,7 @@ pub fn on_failure(
                 None => (
                     Outcome::StoreFailed {
                         error: error.to_owned(),
-                        allowed: global.failure_mode == FailureMode::Allow,
+                        allowed: rule.failure_mode == FailureMode::Allow,
                     },
                     false,
                 ),
@@ -146,7 +146,7 @@ mod tests {
     use super::super::request::plan;
     use super::*;
     use crate::algorithm::test_util::T0;
-    use crate::config::parse;
+    use crate::config::{parse, GlobalConfig};
     use crate::headers::response_fields;
     use meshward_filter_common::request::RequestHead;
     use meshward_filter_common::store::InMemoryStore;
@@ -243,12 +243,12 @@ mod tests {
 
     #[test]
     fn a_failure_uses_the_fallback_limit_or_the_failure_mode() {
-        let (config, global, planned) = planned();
+        let (config, _, planned) = planned();
         let store = InMemoryStore::new();
         for rule in &config.rules {
             rule.table.prepare(&store).unwrap();
         }
-        let (first, fell_back) = on_failure(&config, &global, &planned, &store, T0, "timeout");
+        let (first, fell_back) = on_failure(&config, &planned, &store, T0, "timeout");
         assert_eq!(fell_back, 1);
         // `per-client` falls back to 1/h and admits once; `all` has no fallback and
         // `failureMode: deny` closes it.
@@ -258,8 +258,30 @@ mod tests {
             Outcome::StoreFailed { allowed: false, .. }
         ));
         assert!(first.is_limited(&config));
-        let (second, _) = on_failure(&config, &global, &planned, &store, T0, "timeout");
+        let (second, _) = on_failure(&config, &planned, &store, T0, "timeout");
         assert!(matches!(second.evaluations[0].outcome, Outcome::Limited(_)));
+    }
+
+    #[test]
+    fn a_rules_own_failure_mode_overrides_the_global_default() {
+        let config = parse(
+            br#"{"global":{"domain":"d","failureMode":"deny"},"rules":[
+              {"name":"open","failureMode":"allow","limit":{"algorithm":"gcra","requests":1,"per":"1s"}},
+              {"name":"closed","limit":{"algorithm":"gcra","requests":1,"per":"1s"}}]}"#,
+        )
+        .unwrap();
+        let global = config.global.clone().unwrap();
+        let request = RequestHead::new(vec![(":path".into(), "/".into())], None);
+        let (planned, _) = plan(&config, &global, &request).unwrap();
+        let (decision, _) = on_failure(&config, &planned, &InMemoryStore::new(), T0, "down");
+        assert!(matches!(
+            decision.evaluations[0].outcome,
+            Outcome::StoreFailed { allowed: true, .. }
+        ));
+        assert!(matches!(
+            decision.evaluations[1].outcome,
+            Outcome::StoreFailed { allowed: false, .. }
+        ));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use super::messages::{Entry, RateLimitDescriptor, RateLimitRequest};
 use crate::config::{CompiledConfig, GlobalConfig};
 use crate::key::{self, KeyPart, ResolvedKey};
+use meshward_filter_common::digest::digest_parts;
 use meshward_filter_common::request::RequestHead;
 
 /// A rule that applies to the request, in descriptor order.
@@ -38,7 +39,7 @@ pub fn plan(
         for (part, value) in rule.key.iter().zip(&values) {
             entries.push(Entry {
                 key: entry_key(part),
-                value: (*value).to_owned(),
+                value: entry_value(value),
             });
         }
         descriptors.push(RateLimitDescriptor { entries });
@@ -56,6 +57,20 @@ pub fn plan(
         hits_addend: 1,
     };
     Some((planned, request))
+}
+
+/// Services bound entry values (Meshward's at 256 bytes, refusing the whole request);
+/// a client must not be able to switch a limit off with one long header, so a longer
+/// value travels as its digest — still one distinct bucket per distinct value.
+pub const MAX_ENTRY_VALUE: usize = 256;
+
+pub fn entry_value(value: &str) -> String {
+    if value.len() <= MAX_ENTRY_VALUE {
+        return value.to_owned();
+    }
+    let digest = digest_parts([value.as_bytes()]);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// The descriptor entry key of a key part.
@@ -123,5 +138,20 @@ mod tests {
         let nothing = RequestHead::new(vec![(":path".into(), "/x".into())], None);
         // `per-user` lacks its header, `login` does not match, `needs-tenant` has no key.
         assert!(plan(&config, &global, &nothing).is_none());
+    }
+
+    #[test]
+    fn long_values_travel_as_their_digest() {
+        let short = "a".repeat(MAX_ENTRY_VALUE);
+        assert_eq!(entry_value(&short), short);
+        let long = "a".repeat(MAX_ENTRY_VALUE + 1);
+        let other = format!("{}b", "a".repeat(MAX_ENTRY_VALUE));
+        assert!(entry_value(&long).starts_with("sha256:"));
+        assert!(entry_value(&long).len() <= MAX_ENTRY_VALUE);
+        assert_ne!(
+            entry_value(&long),
+            entry_value(&other),
+            "distinct values, distinct buckets"
+        );
     }
 }
