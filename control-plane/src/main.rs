@@ -7,7 +7,7 @@ use std::time::Duration;
 use meshward_control_plane::kubernetes::controller::KubernetesOptions;
 use meshward_control_plane::server::{
     start_rls, start_services, start_store, GlobalOptions, ModuleMode, Options, RlsOptions,
-    StoreOptions, StoreServiceOptions,
+    RlsRunning, Running, StoreOptions, StoreRunning, StoreServiceOptions,
 };
 
 const USAGE: &str = "\
@@ -299,58 +299,22 @@ fn parse(args: &[String]) -> Result<Parsed, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("rls") {
-        return run_rls(&args[1..]);
-    }
-    if args.first().map(String::as_str) == Some("store") {
-        return run_store(&args[1..]);
-    }
-    let (options, kubernetes, global, store) = match parse(&args) {
-        Ok(parsed) => parsed,
-        Err(message) => {
-            if !message.is_empty() {
-                eprintln!("meshward-control-plane: {message}\n");
+    match args.first().map(String::as_str) {
+        Some("rls") => match parse_rls(&args[1..]) {
+            Ok(options) => serve(start_rls(options)),
+            Err(message) => usage_error(&message),
+        },
+        Some("store") => match parse_store(&args[1..]) {
+            Ok(options) => serve(start_store(options)),
+            Err(message) => usage_error(&message),
+        },
+        _ => match parse(&args) {
+            Ok((options, kubernetes, global, store)) => {
+                serve(start_services(options, kubernetes, global, store))
             }
-            eprint!("{USAGE}");
-            return if message.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            };
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("meshward-control-plane: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let running = match start_services(options, kubernetes, global, store).await {
-            Ok(running) => running,
-            Err(err) => {
-                eprintln!("meshward-control-plane: {err}");
-                return ExitCode::FAILURE;
-            }
-        };
-        // Tests and scripts read the bound addresses from these lines (ports may be 0).
-        println!("xds {}", running.xds_addr);
-        println!("http {}", running.http_addr);
-        if let Some(rls) = running.rls_addr {
-            println!("rls {rls}");
-        }
-        if let Some(store) = running.store_addr {
-            println!("store {store}");
-        }
-        wait_for_signal().await;
-        eprintln!("meshward-control-plane: shutting down");
-        running.stop().await;
-        ExitCode::SUCCESS
-    })
+            Err(message) => usage_error(&message),
+        },
+    }
 }
 
 fn usage_error(message: &str) -> ExitCode {
@@ -365,48 +329,53 @@ fn usage_error(message: &str) -> ExitCode {
     }
 }
 
-/// `meshward-control-plane store ...`: the idempotency store alone.
-fn run_store(args: &[String]) -> ExitCode {
-    let options = match parse_store(args) {
-        Ok(options) => options,
-        Err(message) => return usage_error(&message),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("meshward-control-plane: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let running = match start_store(options).await {
-            Ok(running) => running,
-            Err(err) => {
-                eprintln!("meshward-control-plane: {err}");
-                return ExitCode::FAILURE;
-            }
-        };
-        // Tests and scripts read the bound addresses from these lines (ports may be 0).
-        println!("store {}", running.store_addr);
-        if let Some(http) = running.http_addr {
-            println!("http {http}");
-        }
-        wait_for_signal().await;
-        eprintln!("meshward-control-plane: shutting down");
-        running.stop().await;
-        ExitCode::SUCCESS
-    })
+/// What `serve` runs: the full control plane, or one service alone.
+trait Served {
+    /// `kind address` lines, printed on stdout: tests and scripts read the bound
+    /// addresses from them (ports may be 0).
+    fn addresses(&self) -> Vec<String>;
+    fn stop(self) -> impl std::future::Future<Output = ()>;
 }
 
-/// `meshward-control-plane rls ...`: the rate-limit service alone.
-fn run_rls(args: &[String]) -> ExitCode {
-    let options = match parse_rls(args) {
-        Ok(options) => options,
-        Err(message) => return usage_error(&message),
-    };
+impl Served for Running {
+    fn addresses(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!("xds {}", self.xds_addr),
+            format!("http {}", self.http_addr),
+        ];
+        lines.extend(self.rls_addr.map(|a| format!("rls {a}")));
+        lines.extend(self.store_addr.map(|a| format!("store {a}")));
+        lines
+    }
+    fn stop(self) -> impl std::future::Future<Output = ()> {
+        Running::stop(self)
+    }
+}
+
+impl Served for RlsRunning {
+    fn addresses(&self) -> Vec<String> {
+        let mut lines = vec![format!("rls {}", self.rls_addr)];
+        lines.extend(self.http_addr.map(|a| format!("http {a}")));
+        lines
+    }
+    fn stop(self) -> impl std::future::Future<Output = ()> {
+        RlsRunning::stop(self)
+    }
+}
+
+impl Served for StoreRunning {
+    fn addresses(&self) -> Vec<String> {
+        let mut lines = vec![format!("store {}", self.store_addr)];
+        lines.extend(self.http_addr.map(|a| format!("http {a}")));
+        lines
+    }
+    fn stop(self) -> impl std::future::Future<Output = ()> {
+        StoreRunning::stop(self)
+    }
+}
+
+/// Starts on a fresh runtime, prints the addresses, runs until SIGTERM or Ctrl-C, stops.
+fn serve<S: Served>(start: impl std::future::Future<Output = Result<S, String>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -418,17 +387,15 @@ fn run_rls(args: &[String]) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let running = match start_rls(options).await {
+        let running = match start.await {
             Ok(running) => running,
             Err(err) => {
                 eprintln!("meshward-control-plane: {err}");
                 return ExitCode::FAILURE;
             }
         };
-        // Tests and scripts read the bound addresses from these lines (ports may be 0).
-        println!("rls {}", running.rls_addr);
-        if let Some(http) = running.http_addr {
-            println!("http {http}");
+        for line in running.addresses() {
+            println!("{line}");
         }
         wait_for_signal().await;
         eprintln!("meshward-control-plane: shutting down");

@@ -1,6 +1,7 @@
 //! Wires the control plane together: the policy poller, the xDS gRPC server and the
 //! HTTP endpoint, all stopped by one shutdown signal.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,18 +93,7 @@ impl Running {
     /// Stops accepting, closes streams, waits for the tasks.
     pub async fn stop(self) {
         self.world.close();
-        let _ = self.shutdown.send(true);
-        // One deadline for all tasks together.
-        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
-        let all = futures::future::join_all(self.tasks);
-        if tokio::time::timeout(Duration::from_secs(5), all)
-            .await
-            .is_err()
-        {
-            for abort in aborts {
-                abort.abort();
-            }
-        }
+        stop_tasks(&self.shutdown, self.tasks).await;
     }
 }
 
@@ -228,25 +218,9 @@ pub async fn start_services(
         }
     }));
 
-    let http_listener = TcpListener::bind(options.http_addr)
-        .await
-        .map_err(|e| format!("cannot listen for HTTP on {}: {e}", options.http_addr))?;
-    let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
-    let app = router(HttpState {
-        world: world.clone(),
-        modules: Arc::new(served),
-    });
-    let mut http_stop = shutdown_rx;
-    tasks.push(tokio::spawn(async move {
-        let result = axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.changed().await;
-            })
-            .await;
-        if let Err(err) = result {
-            eprintln!("meshward-control-plane: HTTP server failed: {err}");
-        }
-    }));
+    let (http_addr, task) =
+        serve_http(options.http_addr, &world, Arc::new(served), shutdown_rx).await?;
+    tasks.push(task);
 
     let redis = match &global {
         Some(global) => Some(connect_redis(global, &world).await?),
@@ -398,17 +372,7 @@ pub struct RlsRunning {
 
 impl RlsRunning {
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
-        let all = futures::future::join_all(self.tasks);
-        if tokio::time::timeout(Duration::from_secs(5), all)
-            .await
-            .is_err()
-        {
-            for abort in aborts {
-                abort.abort();
-            }
-        }
+        stop_tasks(&self.shutdown, self.tasks).await;
     }
 }
 
@@ -448,25 +412,9 @@ pub async fn start_rls(options: RlsOptions) -> Result<RlsRunning, String> {
     tasks.push(task);
     let mut http_addr = None;
     if let Some(addr) = options.http_addr {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?;
-        http_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
-        let app = router(HttpState {
-            world: world.clone(),
-            modules: Arc::default(),
-        });
-        let mut http_stop = shutdown_rx;
-        tasks.push(tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.changed().await;
-                })
-                .await;
-            if let Err(err) = result {
-                eprintln!("meshward-control-plane: HTTP server failed: {err}");
-            }
-        }));
+        let (bound, task) = serve_http(addr, &world, Arc::default(), shutdown_rx).await?;
+        http_addr = Some(bound);
+        tasks.push(task);
     }
     Ok(RlsRunning {
         rls_addr,
@@ -537,17 +485,7 @@ pub struct StoreRunning {
 
 impl StoreRunning {
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
-        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
-        let all = futures::future::join_all(self.tasks);
-        if tokio::time::timeout(Duration::from_secs(5), all)
-            .await
-            .is_err()
-        {
-            for abort in aborts {
-                abort.abort();
-            }
-        }
+        stop_tasks(&self.shutdown, self.tasks).await;
     }
 }
 
@@ -567,25 +505,9 @@ pub async fn start_store(options: StoreServiceOptions) -> Result<StoreRunning, S
     let mut tasks = vec![task];
     let mut http_addr = None;
     if let Some(addr) = options.http_addr {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?;
-        http_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
-        let app = router(HttpState {
-            world: world.clone(),
-            modules: Arc::default(),
-        });
-        let mut http_stop = shutdown_rx;
-        tasks.push(tokio::spawn(async move {
-            let result = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.changed().await;
-                })
-                .await;
-            if let Err(err) = result {
-                eprintln!("meshward-control-plane: HTTP server failed: {err}");
-            }
-        }));
+        let (bound, task) = serve_http(addr, &world, Arc::default(), shutdown_rx).await?;
+        http_addr = Some(bound);
+        tasks.push(task);
     }
     Ok(StoreRunning {
         store_addr,
@@ -594,4 +516,49 @@ pub async fn start_store(options: StoreServiceOptions) -> Result<StoreRunning, S
         shutdown,
         tasks,
     })
+}
+
+/// Signals shutdown and waits for `tasks`, with one 5 s deadline for all of them
+/// together (then the rest are aborted): shutdown never hangs on a stuck stream.
+async fn stop_tasks(shutdown: &watch::Sender<bool>, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    let _ = shutdown.send(true);
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let all = futures::future::join_all(tasks);
+    if tokio::time::timeout(Duration::from_secs(5), all)
+        .await
+        .is_err()
+    {
+        for abort in aborts {
+            abort.abort();
+        }
+    }
+}
+
+/// Serves the HTTP endpoint (`/status`, `/metrics`, `/modules`, tuning, ...) on `addr`
+/// until `stop`.
+async fn serve_http(
+    addr: SocketAddr,
+    world: &Arc<World>,
+    modules: Arc<BTreeMap<String, (Vec<u8>, String)>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for HTTP on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = router(HttpState {
+        world: world.clone(),
+        modules,
+    });
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        if let Err(err) = result {
+            eprintln!("meshward-control-plane: HTTP server failed: {err}");
+        }
+    });
+    Ok((bound, task))
 }
