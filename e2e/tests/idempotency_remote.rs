@@ -42,6 +42,14 @@ struct Store {
 
 impl Store {
     fn start(valkey: &Valkey, redis_timeout: Duration) -> Store {
+        Store::start_with(
+            valkey,
+            redis_timeout,
+            StoreOptions::on("127.0.0.1:0".parse().unwrap()),
+        )
+    }
+
+    fn start_with(valkey: &Valkey, redis_timeout: Duration, store: StoreOptions) -> Store {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -51,7 +59,7 @@ impl Store {
             .block_on(start_store(StoreServiceOptions {
                 redis_url: valkey.url(),
                 redis_timeout,
-                store: StoreOptions::on("127.0.0.1:0".parse().unwrap()),
+                store,
                 http_addr: None,
             }))
             .unwrap();
@@ -82,7 +90,7 @@ impl Drop for Store {
 }
 
 /// `/slow…` answers after 300 ms; `/fail…` answers 500 the first time; `/big…` sends
-/// 10 kB (over `maxResponseBytes`); `/cut…` dies mid-body; everything else is the JSON
+/// 10 kB (over `maxResponseBytes`); `/mid…` sends 2 kB (under it); `/cut…` dies mid-body; everything else is the JSON
 /// echo, 201.
 fn upstream() -> RecordingUpstream {
     let failures = Arc::new(AtomicUsize::new(0));
@@ -108,6 +116,13 @@ fn upstream() -> RecordingUpstream {
                         (TRUNCATE_HEADER.into(), "100".into()),
                     ],
                     body: vec![b'y'; 1000],
+                };
+            }
+            if request.path.starts_with("/mid") {
+                return Reply {
+                    status: 200,
+                    headers: vec![("content-type".into(), "text/plain".into())],
+                    body: vec![b'm'; 2_000],
                 };
             }
             if request.path.starts_with("/big") {
@@ -319,6 +334,44 @@ fn completed_not_stored_on_one_replica_is_409_on_the_other() {
     );
     assert_eq!(f.upstream.hits(), 1, "never executed twice");
     assert_eq!(counter(&f.a, "uncacheable"), 1);
+}
+
+/// The store refuses a response the filter would store (here: a body over the store's
+/// `--store-max-response-bytes`): the record becomes "completed, not stored" (as with
+/// the embedded store), not a lock that a retry waits out and then executes again.
+#[test]
+fn a_response_the_store_refuses_is_completed_not_stored() {
+    let valkey = Valkey::start().unwrap();
+    let mut options = StoreOptions::on("127.0.0.1:0".parse().unwrap());
+    options.max_response_bytes = 1_000;
+    let store = Store::start_with(&valkey, Duration::from_millis(50), options);
+    let upstream = upstream();
+    let config = config("deny", r#", "lockTimeout": "60s""#);
+    let a = replica(&upstream, store.port(), &config);
+    let b = replica(&upstream, store.port(), &config);
+    let first = post("/mid", "k-mid", "{}").send(a.port()).unwrap();
+    assert_eq!((first.status, first.body.len()), (200, 2_000), "delivered");
+    // The second `Complete` ("not stored") is not waited for: give it its round trip.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let retry = loop {
+        let retry = post("/mid", "k-mid", "{}").send(b.port()).unwrap();
+        if retry.body_text().contains("written to the store") || Instant::now() > deadline {
+            break retry;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(retry.status, 409, "{}", retry.body_text());
+    assert!(
+        retry
+            .body_text()
+            .contains("could not be written to the store"),
+        "{}",
+        retry.body_text()
+    );
+    assert_eq!(upstream.hits(), 1, "never executed twice");
+    assert_eq!(counter(&a, "store_errors"), 1);
+    assert_eq!(counter(&a, "uncacheable"), 1);
+    drop((a, b, upstream, store, valkey));
 }
 
 #[test]

@@ -444,7 +444,7 @@ async fn requests_over_the_cardinality_bounds_are_invalid() {
     let long = "x".repeat(257);
     assert!(invalid(request(
         DOMAIN,
-        vec![descriptor(&[("rule", "r"), ("path", &long)])]
+        vec![descriptor(&[("rule", "r"), (&long, "v")])]
     ))
     .await
     .contains("256 bytes"));
@@ -460,6 +460,45 @@ async fn requests_over_the_cardinality_bounds_are_invalid() {
             .len()
             == 1
     );
+    // `invalid` counts per descriptor, as every outcome does: 65 + 1 + 1.
+    let metrics = fixture.metrics();
+    assert!(
+        metrics.contains(r#"meshward_control_plane_rls_decisions_total{code="invalid"} 67"#),
+        "{metrics}"
+    );
+    fixture.stop().await;
+}
+
+/// A value over 256 bytes (one long header) does not make the request invalid, which
+/// would switch off every global limit of it: it is counted under its hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_values_are_limited_under_their_hash() {
+    let fixture =
+        Fixture::start("      - {name: r, limit: {algorithm: fixedWindow, requests: 2, per: 60s}}")
+            .await;
+    let long = "x".repeat(10_000);
+    let other = "y".repeat(10_000);
+    let call = |value: &str| {
+        fixture.call(request(
+            DOMAIN,
+            vec![descriptor(&[("rule", "r"), ("path", value)])],
+        ))
+    };
+    assert!(ok(&call(&long).await.unwrap()));
+    assert!(ok(&call(&long).await.unwrap()));
+    assert!(
+        !ok(&call(&long).await.unwrap()),
+        "the third is over the limit"
+    );
+    // Another long value has its own counter.
+    assert!(ok(&call(&other).await.unwrap()));
+    let keys = fixture
+        .valkey
+        .command(&["KEYS", "mw:rl:*"])
+        .unwrap()
+        .strings();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|key| key.len() < 100), "{keys:?}");
     fixture.stop().await;
 }
 

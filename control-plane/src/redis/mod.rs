@@ -8,7 +8,10 @@
 //!   (as [`RedisError`]) until Redis is reachable.
 //! - Cluster (`redis+cluster://host:port[,host:port...]`, `rediss+cluster://` for TLS):
 //!   redis-rs `cluster_async` (one multiplexed connection per node, slot map refreshed
-//!   on `MOVED`); connected on first use and retried on the next command if that fails.
+//!   on `MOVED`). Discovery runs in a background task started by [`Redis::connect`], each
+//!   attempt bounded by 5 s and retried with backoff until it succeeds; a command waits
+//!   for it only within its own timeout (failing meanwhile, `UNAVAILABLE`), so a slow
+//!   discovery is never cancelled by short command timeouts.
 //!   Keys of one script must share a hash tag (`{...}`), as they do for every Meshward key.
 //!
 //! ```ignore
@@ -20,7 +23,6 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -28,7 +30,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
 use redis::{Cmd, FromRedisValue, IntoConnectionInfo, Script, ScriptInvocation, ToRedisArgs};
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use crate::metrics::{OpLabels, RedisMetrics};
 
@@ -46,12 +48,14 @@ pub struct Redis {
 #[derive(Clone)]
 enum Connection {
     Single(ConnectionManager),
-    Cluster(Arc<LazyCluster>),
+    Cluster(LazyCluster),
 }
 
+/// The cluster connection once the background task has it (`None` until then). The
+/// task ends once connected, or when every handle is gone.
+#[derive(Clone)]
 struct LazyCluster {
-    client: ClusterClient,
-    connection: OnceCell<ClusterConnection>,
+    connection: watch::Receiver<Option<ClusterConnection>>,
 }
 
 /// Why a command did not answer. Either way the caller must not guess: the gRPC
@@ -94,6 +98,13 @@ impl fmt::Debug for Redis {
 /// what a caller waits; this only keeps a dead address from holding a socket).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long one cluster discovery (connecting to the seeds, reading the slot map) may
+/// take; it runs in the background, not within a command's timeout.
+const CLUSTER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Backoff between failed cluster discoveries.
+const CLUSTER_RETRY_MIN: Duration = Duration::from_millis(100);
+const CLUSTER_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Small requests answered at once: no Nagle delay behind a pending reply.
 fn tcp_settings() -> TcpSettings {
     TcpSettings::default().set_nodelay(true)
@@ -121,10 +132,7 @@ impl Redis {
                     .max_retry_wait(100)
                     .build()
                     .map_err(|e| format!("--redis-url {}: {e}", redact(url)))?;
-                Connection::Cluster(Arc::new(LazyCluster {
-                    client,
-                    connection: OnceCell::new(),
-                }))
+                Connection::Cluster(LazyCluster::start(client, redact(url)))
             }
             None => {
                 let info = url
@@ -248,11 +256,55 @@ impl Redis {
 }
 
 impl LazyCluster {
+    /// Starts connecting in a background task (needs a Tokio runtime).
+    fn start(client: ClusterClient, url: String) -> LazyCluster {
+        let (sender, connection) = watch::channel(None);
+        tokio::spawn(async move {
+            let mut backoff = CLUSTER_RETRY_MIN;
+            loop {
+                if sender.is_closed() {
+                    return; // every handle is gone
+                }
+                let error = match tokio::time::timeout(
+                    CLUSTER_CONNECT_TIMEOUT,
+                    client.get_async_connection(),
+                )
+                .await
+                {
+                    Ok(Ok(connection)) => {
+                        sender.send_replace(Some(connection));
+                        return;
+                    }
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => format!("no answer within {CLUSTER_CONNECT_TIMEOUT:?}"),
+                };
+                eprintln!(
+                    "meshward-control-plane: connecting to the Redis Cluster {url}: {error}; retrying in {backoff:?}"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(CLUSTER_RETRY_MAX);
+            }
+        });
+        LazyCluster { connection }
+    }
+
+    /// The connection, once there is one: callers bound the wait (their timeout).
     async fn connection(&self) -> redis::RedisResult<ClusterConnection> {
-        self.connection
-            .get_or_try_init(|| self.client.get_async_connection())
+        if let Some(connection) = self.connection.borrow().as_ref() {
+            return Ok(connection.clone());
+        }
+        let mut receiver = self.connection.clone();
+        let waited = receiver
+            .wait_for(Option::is_some)
             .await
-            .cloned()
+            .map(|connection| connection.clone());
+        match waited {
+            Ok(Some(connection)) => Ok(connection),
+            _ => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the Redis Cluster connection task ended",
+            ))),
+        }
     }
 }
 

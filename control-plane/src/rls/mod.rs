@@ -12,8 +12,10 @@
 //!   answer is `OVER_LIMIT` if any is. As in envoyproxy/ratelimit, an admitted
 //!   descriptor's hit stays counted when another one of the request is over its limit.
 //! - `hits_addend` (the descriptor's, else the request's; 0 means 1) is charged at once.
-//! - Bounds: at most 64 descriptors, 16 entries each, keys and values of at most 256
-//!   bytes; more is `INVALID_ARGUMENT`. Redis failing or not answering within its
+//! - Bounds: at most 64 descriptors, 16 entries each, keys of at most 256 bytes; more
+//!   is `INVALID_ARGUMENT`. A value over 256 bytes is not refused (one long header
+//!   would otherwise switch off every global limit of the request): it enters the
+//!   counter key as its SHA-256 ([`counter_key`]). Redis failing or not answering within its
 //!   timeout is `UNAVAILABLE`: the filter's `failureMode`/`fallback` decide.
 
 pub mod kubernetes;
@@ -103,7 +105,8 @@ impl Rls {
     /// Decides a request (what `ShouldRateLimit` answers).
     pub async fn decide(&self, request: &RateLimitRequest) -> Result<RateLimitResponse, Status> {
         if let Err(message) = check_bounds(request) {
-            self.count("invalid", 1);
+            // Per descriptor, as every other outcome (`error` included).
+            self.count("invalid", request.descriptors.len().max(1));
             return Err(Status::invalid_argument(message));
         }
         let index = self.index();
@@ -237,10 +240,10 @@ fn check_bounds(request: &RateLimitRequest) -> Result<(), String> {
         if let Some(entry) = descriptor
             .entries
             .iter()
-            .find(|e| e.key.len() > MAX_ENTRY_BYTES || e.value.len() > MAX_ENTRY_BYTES)
+            .find(|e| e.key.len() > MAX_ENTRY_BYTES)
         {
             return Err(format!(
-                "descriptors[{i}]: entry {:?}: keys and values are at most {MAX_ENTRY_BYTES} bytes",
+                "descriptors[{i}]: entry {:?}: keys are at most {MAX_ENTRY_BYTES} bytes",
                 truncate(&entry.key, 32)
             ));
         }
@@ -274,12 +277,19 @@ fn rule_of(descriptor: &RateLimitDescriptor) -> Option<&str> {
 
 /// `mw:rl:{<domain>|<rule>|<hex16>}`: hex16 = SHA-256 over the entries in order, each
 /// key and value length-prefixed (so no two entry lists share a digest by concatenation).
+/// A value over 256 bytes enters as its own SHA-256, after the length prefix
+/// `u32::MAX` that no shorter value has.
 pub fn counter_key(domain: &str, rule: &str, descriptor: &RateLimitDescriptor) -> String {
     let mut digest = Sha256::new();
     for entry in &descriptor.entries {
-        for part in [&entry.key, &entry.value] {
-            digest.update((part.len() as u32).to_be_bytes());
-            digest.update(part.as_bytes());
+        digest.update((entry.key.len() as u32).to_be_bytes());
+        digest.update(entry.key.as_bytes());
+        if entry.value.len() > MAX_ENTRY_BYTES {
+            digest.update(u32::MAX.to_be_bytes());
+            digest.update(Sha256::digest(entry.value.as_bytes()));
+        } else {
+            digest.update((entry.value.len() as u32).to_be_bytes());
+            digest.update(entry.value.as_bytes());
         }
     }
     let hash = digest.finalize();
@@ -358,10 +368,34 @@ mod tests {
         request.descriptors = vec![descriptor(&many)];
         assert!(check_bounds(&request).unwrap_err().contains("17 entries"));
         let long = "é".repeat(129);
-        request.descriptors = vec![descriptor(&[("rule", &long)])];
+        request.descriptors = vec![descriptor(&[(&long, "v")])];
         assert!(check_bounds(&request).unwrap_err().contains("256 bytes"));
-        request.descriptors = vec![descriptor(&[("rule", &long[..256])])];
+        request.descriptors = vec![descriptor(&[(&long[..256], "v")])];
         assert!(check_bounds(&request).is_ok());
+        // A long value is hashed, not refused.
+        request.descriptors = vec![descriptor(&[("rule", "r"), ("path", &long)])];
+        assert!(check_bounds(&request).is_ok());
+    }
+
+    #[test]
+    fn long_values_enter_the_key_as_their_hash() {
+        let key = |value: &str| counter_key("d", "r", &descriptor(&[("path", value)]));
+        let long = "x".repeat(MAX_ENTRY_BYTES + 1);
+        let other = "y".repeat(MAX_ENTRY_BYTES + 1);
+        assert_eq!(key(&long), key(&long.clone()));
+        assert_ne!(key(&long), key(&other));
+        assert_ne!(key(&long), key(&long[..MAX_ENTRY_BYTES]));
+        // Values up to the bound keep their keys.
+        let mut digest = Sha256::new();
+        for part in ["path", "v"] {
+            digest.update((part.len() as u32).to_be_bytes());
+            digest.update(part.as_bytes());
+        }
+        let hex: String = digest.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(key("v"), format!("mw:rl:{{d|r|{hex}}}"));
     }
 
     #[test]

@@ -156,6 +156,9 @@ pub const DEFAULT_STORE_CLUSTER: &str = "meshward-store";
 const DEFAULT_STORE_TIMEOUT: &str = "100ms";
 const MIN_STORE_TIMEOUT_NANOS: u64 = 1_000_000;
 const MAX_STORE_TIMEOUT_NANOS: u64 = 10_000_000_000;
+/// The store service's bounds (`lock_ttl_ms`, `ttl_ms`): 24 hours and 30 days.
+const MAX_REMOTE_LOCK_NANOS: u64 = 24 * 3600 * 1_000_000_000;
+const MAX_REMOTE_TTL_NANOS: u64 = 30 * 24 * 3600 * 1_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct CompiledConfig {
@@ -280,8 +283,28 @@ impl IdempotencyConfig {
         if !(1..=1_000_000).contains(&max_entries) {
             return Err(root.field("maxEntries").error("expected 1 to 1000000"));
         }
+        let store = self.compile_store(&root)?;
+        let lock_nanos = duration(
+            self.lock_timeout.as_deref(),
+            "30s",
+            root.field("lockTimeout"),
+        )?;
+        let ttl_nanos = duration(self.ttl.as_deref(), "24h", root.field("ttl"))?;
+        if matches!(store, StoreMode::Remote(_)) {
+            // The store service refuses larger values: every Reserve/Complete would fail.
+            if lock_nanos > MAX_REMOTE_LOCK_NANOS {
+                return Err(root
+                    .field("lockTimeout")
+                    .error("must be at most 24h with \"store\": {\"type\": \"remote\"}"));
+            }
+            if ttl_nanos > MAX_REMOTE_TTL_NANOS {
+                return Err(root.field("ttl").error(
+                    "must be at most 720h (30 days) with \"store\": {\"type\": \"remote\"}",
+                ));
+            }
+        }
         Ok(CompiledConfig {
-            store: self.compile_store(&root)?,
+            store,
             methods,
             header,
             lenient: self.lenient,
@@ -291,12 +314,8 @@ impl IdempotencyConfig {
             identity_client_address: self.identity.client_address,
             max_body_bytes: positive(self.max_body_bytes, 64 * 1024, "maxBodyBytes")?,
             oversized_body: self.oversized_body,
-            lock_nanos: duration(
-                self.lock_timeout.as_deref(),
-                "30s",
-                root.field("lockTimeout"),
-            )?,
-            ttl_nanos: duration(self.ttl.as_deref(), "24h", root.field("ttl"))?,
+            lock_nanos,
+            ttl_nanos,
             store_5xx: self.store_5xx,
             max_response_bytes: positive(self.max_response_bytes, 64 * 1024, "maxResponseBytes")?,
             replay_headers,
@@ -417,6 +436,17 @@ mod tests {
     }
 
     #[test]
+    fn remote_store_bounds_lock_timeout_and_ttl() {
+        let at_most =
+            parse(br#"{"store":{"type":"remote"},"lockTimeout":"24h","ttl":"720h"}"#).unwrap();
+        assert_eq!(at_most.lock_nanos, MAX_REMOTE_LOCK_NANOS);
+        assert_eq!(at_most.ttl_nanos, MAX_REMOTE_TTL_NANOS);
+        // The embedded store has no such bound.
+        let local = parse(br#"{"lockTimeout":"48h","ttl":"1000h"}"#).unwrap();
+        assert_eq!(local.lock_nanos, 48 * 3600 * 1_000_000_000);
+    }
+
+    #[test]
     fn errors_name_the_json_path() {
         let cases = [
             (r#"{"methods":["GET"]}"#, "methods[0]"),
@@ -460,6 +490,11 @@ mod tests {
                 r#"{"store":{"type":"remote","url":"redis://x"}}"#,
                 "store.url",
             ),
+            (
+                r#"{"store":{"type":"remote"},"lockTimeout":"25h"}"#,
+                "lockTimeout",
+            ),
+            (r#"{"store":{"type":"remote"},"ttl":"721h"}"#, "ttl"),
         ];
         for (json, path) in cases {
             let err = parse(json.as_bytes()).expect_err(json);

@@ -145,6 +145,14 @@ impl Runtime {
         result
     }
 
+    /// `store.timeout` in nanoseconds (0 for the embedded store).
+    fn store_timeout_nanos(&self) -> u64 {
+        match &self.backend {
+            Backend::Remote { timeout, .. } => timeout.as_nanos().try_into().unwrap_or(u64::MAX),
+            Backend::Local(_) => 0,
+        }
+    }
+
     /// Tick when nothing waits: the sweep of the embedded table, none for the remote
     /// store (Redis expires records itself).
     fn idle_tick(&self) -> Duration {
@@ -383,7 +391,8 @@ impl RootContext for IdempotencyRoot {
     }
 }
 
-/// A waiter's request is decided: act as that request (`set_effective_context`).
+/// A waiter's request is decided: act as that request (`set_effective_context`), then
+/// switch back to the root context.
 fn resolve_waiter(
     runtime: &Runtime,
     waiter: &Waiter,
@@ -409,6 +418,10 @@ fn resolve_waiter(
     if apply(runtime, decision, &waiter.lease) == Next::Continue {
         let _ = proxy_wasm::hostcalls::resume_http_request();
     }
+    // Back to the root: calls made after this one (the next waiter's `Reserve`, a
+    // release) must not belong to this request, or Envoy cancels them when it ends and
+    // no answer ever comes.
+    let _ = proxy_wasm::hostcalls::set_effective_context(runtime.root_context_id);
 }
 
 /// Gives back a key granted to a request that left before it could use it (from the
@@ -443,8 +456,21 @@ impl IdempotencyRoot {
                     table.reserve(&waiter.scope, &waiter.fingerprint, now, config.lock_nanos)
                 }
                 None if waiter.polling.is_some() => {
-                    still.push(waiter);
-                    continue;
+                    // Its `Reserve` is bounded by `store.timeout`; should its answer
+                    // never come (a cancelled call), the wait ends all the same.
+                    let limit = waiter
+                        .deadline
+                        .saturating_add(runtime.store_timeout_nanos());
+                    if now < limit {
+                        still.push(waiter);
+                        continue;
+                    }
+                    if let Some(token) = waiter.polling.take() {
+                        self.polls.remove(&token);
+                    }
+                    Err(StoreError::Unavailable(
+                        "the idempotency store did not answer a waiting request's Reserve".into(),
+                    ))
                 }
                 None => {
                     let message = remote::reserve_request(
@@ -499,8 +525,19 @@ fn response_body(size: usize) -> Vec<u8> {
 
 /// A remote call the request waits for.
 enum Call {
-    Reserve { fingerprint: Digest128 },
-    Complete { sent: Result<(), NotStored> },
+    Reserve {
+        fingerprint: Digest128,
+    },
+    Complete {
+        sent: Result<(), NotStored>,
+        /// The response waits for the answer (a response being stored); a `Complete`
+        /// that records "not stored" does not hold the response.
+        held: bool,
+        /// A response was sent: if the store refuses or fails it, the record is marked
+        /// "completed, not stored" with a second `Complete` (the same token), as the
+        /// embedded store does, rather than staying locked until `lockTimeout`.
+        fallback: Option<(Digest128, Token)>,
+    },
     Release,
 }
 
@@ -544,13 +581,25 @@ impl Context for IdempotencyHttp {
                     let _ = proxy_wasm::hostcalls::resume_http_request();
                 }
             }
-            Call::Complete { sent } => {
+            Call::Complete {
+                sent,
+                held,
+                fallback,
+            } => {
                 match answer.and_then(|message| remote::finish(&message, sent)) {
                     // Counted in `uncacheable` when sent (see `finish`).
                     Ok(Finish::NotStored(_)) => {}
+                    Err(err) => {
+                        report_finish(&runtime, Err(err));
+                        if let Some((scope, token)) = fallback {
+                            self.complete_not_stored(&runtime, &scope, &token);
+                        }
+                    }
                     other => report_finish(&runtime, other),
                 }
-                let _ = proxy_wasm::hostcalls::resume_http_response();
+                if held {
+                    let _ = proxy_wasm::hostcalls::resume_http_response();
+                }
             }
             Call::Release => {
                 match answer.and_then(|message| remote::released(&message)) {
@@ -676,9 +725,23 @@ impl IdempotencyHttp {
                 }
                 match runtime.call_as_root(self.context_id, remote::COMPLETE, &message) {
                     Ok(call) => {
+                        // Only a response being stored is held until the answer.
+                        let held = outcome.is_ok();
                         let sent = outcome.map(|_| ());
-                        self.call = Some((call, Call::Complete { sent }));
-                        Action::Pause
+                        let fallback = held.then_some((scope, token));
+                        self.call = Some((
+                            call,
+                            Call::Complete {
+                                sent,
+                                held,
+                                fallback,
+                            },
+                        ));
+                        if held {
+                            Action::Pause
+                        } else {
+                            Action::Continue
+                        }
                     }
                     Err(err) => {
                         report_finish(runtime, Err(StoreError::Unavailable(err)));
@@ -697,6 +760,29 @@ impl IdempotencyHttp {
                 Action::Continue
             }
             _ => Action::Continue,
+        }
+    }
+
+    /// Best effort after a refused or failed `Complete` with a response: records
+    /// "completed, not stored" (`STORE_FAILED`) with the same token, so a retry gets the
+    /// embedded store's answer instead of executing again once the lock expires. The
+    /// response is not held for it.
+    fn complete_not_stored(&mut self, runtime: &Runtime, scope: &Digest128, token: &Token) {
+        let reason = NotStored::StoreFailed;
+        let message = remote::complete_request(scope, token, Err(reason), runtime.config.ttl_nanos);
+        runtime.metrics.uncacheable.increment();
+        match runtime.call_as_root(self.context_id, remote::COMPLETE, &message) {
+            Ok(call) => {
+                self.call = Some((
+                    call,
+                    Call::Complete {
+                        sent: Err(reason),
+                        held: false,
+                        fallback: None,
+                    },
+                ));
+            }
+            Err(err) => report_finish(runtime, Err(StoreError::Unavailable(err))),
         }
     }
 
