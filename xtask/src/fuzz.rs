@@ -52,9 +52,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         match arg.as_str() {
             "--all" => all = true,
             "--minutes" | "--target" => {
-                let value = rest
-                    .next()
-                    .ok_or(format!("{arg} needs a value\n{USAGE}"))?;
+                let value = rest.next().ok_or(format!("{arg} needs a value\n{USAGE}"))?;
                 if arg == "--minutes" {
                     minutes = value
                         .parse()
@@ -65,9 +63,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                     target = Some(value.clone());
                 }
             }
-            flag if flag.starts_with('-') => {
-                return Err(format!("unknown option {flag}\n{USAGE}"))
-            }
+            flag if flag.starts_with('-') => return Err(format!("unknown option {flag}\n{USAGE}")),
             name if filter.is_none() => filter = Some(name.to_owned()),
             extra => return Err(format!("unexpected argument {extra:?}\n{USAGE}")),
         }

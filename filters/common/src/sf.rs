@@ -275,6 +275,8 @@ mod tests {
     /// `1abc`, `/x` or 16-digit integers passed as parameters.
     #[test]
     fn parameters_are_rfc_9651_bare_items() {
+        let crasher = include_bytes!("../fuzz/regressions/sf_string/parameter-string-not-ascii");
+        assert!(parse_string_item(&String::from_utf8_lossy(crasher)).is_err());
         for bad in [
             "\"k\";a=1;b;c=\"\u{fffd}xy\"",
             "\"k\";c=\"a\\x\"",

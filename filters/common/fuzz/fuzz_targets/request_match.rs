@@ -57,10 +57,9 @@ fn satisfying_request(config: &RequestMatchConfig) -> Option<Vec<(String, String
             return None;
         }
         if condition.present == Some(false) {
-            let clash = config
-                .headers
-                .iter()
-                .any(|other| other.name.eq_ignore_ascii_case(&name) && other.present != Some(false));
+            let clash = config.headers.iter().any(|other| {
+                other.name.eq_ignore_ascii_case(&name) && other.present != Some(false)
+            });
             if clash {
                 return None;
             }
@@ -118,7 +117,11 @@ fuzz_target!(|data: &[u8]| {
         "{json} does not select {built:?}"
     );
     if config.path.is_some() {
-        let without_path: Vec<_> = built.iter().filter(|(n, _)| n != ":path").cloned().collect();
+        let without_path: Vec<_> = built
+            .iter()
+            .filter(|(n, _)| n != ":path")
+            .cloned()
+            .collect();
         assert!(!evaluate(&matcher, &RequestHead::new(without_path, None)));
     }
     if !config.methods.is_empty() {

@@ -61,14 +61,19 @@ fuzz_target!(|data: &[u8]| {
     let reference = sfv_string_item(&text);
     match (&ours, &reference) {
         (Ok(value), Some((expected, _))) => assert_eq!(value, expected, "{text:?}"),
-        (Ok(value), None) => panic!("{text:?} accepted as {value:?}, but it is not an sf-string Item"),
+        (Ok(value), None) => {
+            panic!("{text:?} accepted as {value:?}, but it is not an sf-string Item")
+        }
         (Err(why), Some((expected, true))) => {
             panic!("{text:?} is the sf-string Item {expected:?}, refused: {why}")
         }
         (Err(_), _) => {}
     }
     if let Ok(value) = &ours {
-        assert!(value.bytes().all(|b| (0x20..=0x7e).contains(&b)), "{value:?}");
+        assert!(
+            value.bytes().all(|b| (0x20..=0x7e).contains(&b)),
+            "{value:?}"
+        );
         let mut field = String::new();
         serialize_item(&Item::new(BareItem::String(value.clone())), &mut field);
         assert_eq!(parse_string_item(&field).as_ref(), Ok(value), "{field:?}");
@@ -83,7 +88,11 @@ fuzz_target!(|data: &[u8]| {
     let mut field = String::new();
     serialize_item(&item, &mut field);
     let expected = printable(&text);
-    assert_eq!(parse_string_item(&field).as_ref(), Ok(&expected), "{field:?}");
+    assert_eq!(
+        parse_string_item(&field).as_ref(),
+        Ok(&expected),
+        "{field:?}"
+    );
     let parsed = sfv::Parser::new(&field)
         .parse::<sfv::Item>()
         .unwrap_or_else(|err| panic!("{field:?} is not an Item: {err}"));
@@ -93,7 +102,10 @@ fuzz_target!(|data: &[u8]| {
         _ => None,
     };
     assert_eq!(integer("q"), Some(clamp), "{field:?}");
-    assert_eq!(integer("w"), Some(n.wrapping_neg().clamp(-MAX_INTEGER, MAX_INTEGER)));
+    assert_eq!(
+        integer("w"),
+        Some(n.wrapping_neg().clamp(-MAX_INTEGER, MAX_INTEGER))
+    );
     let list = serialize_list(&[item.clone(), Item::new(BareItem::Token("t".into())), item]);
     let members = sfv::Parser::new(&list)
         .parse::<sfv::List>()

@@ -12,6 +12,7 @@ use crate::algorithm::Verdict;
 use crate::config::{CompiledConfig, FailureMode};
 use crate::limiter::{Decision, Evaluation, Outcome};
 use meshward_filter_common::clock::NANOS_PER_SECOND;
+use meshward_filter_common::matcher::is_http_token;
 use meshward_filter_common::store::SharedStore;
 
 /// The decision the service's answer gives.
@@ -126,14 +127,16 @@ pub fn on_failure(
 }
 
 /// The service's `response_headers_to_add`, for the reply (and allowed responses when
-/// `responseHeaders.onAllowed`).
+/// `responseHeaders.onAllowed`). Only valid fields are passed on: a name that is an
+/// RFC 9110 token (no pseudo-headers), a value without control characters (tab
+/// allowed) — the service's bytes never reach Envoy's codec unchecked.
 pub fn added_headers(response: &RateLimitResponse) -> Vec<(String, String)> {
     response
         .response_headers_to_add
         .iter()
-        .filter(|h| !h.key.is_empty())
+        .filter(|h| is_http_token(&h.key))
         .filter_map(|h| Some((h.key.to_ascii_lowercase(), h.text()?)))
-        .filter(|(_, value)| !value.contains(['\r', '\n']))
+        .filter(|(_, value)| !value.chars().any(|c| c.is_control() && c != '\t'))
         .collect()
 }
 
@@ -282,6 +285,49 @@ mod tests {
             decision.evaluations[1].outcome,
             Outcome::StoreFailed { allowed: false, .. }
         ));
+    }
+
+    /// Found by the `rls_answer` fuzz target (fuzz/regressions/rls_answer): header
+    /// names from the service were passed on unchecked, control characters and NUL
+    /// included.
+    #[test]
+    fn only_valid_header_fields_from_the_service_are_added() {
+        use prost::Message;
+        let crasher =
+            include_bytes!("../../fuzz/regressions/rls_answer/header-name-with-control-characters");
+        let response = RateLimitResponse::decode(&crasher[..]).unwrap();
+        assert!(!response.response_headers_to_add.is_empty());
+        assert_eq!(added_headers(&response), []);
+        let header = |key: &str, value: &str| HeaderValue {
+            key: key.into(),
+            value: value.into(),
+            raw_value: vec![],
+        };
+        let response = RateLimitResponse {
+            overall_code: CODE_OK,
+            statuses: vec![],
+            response_headers_to_add: vec![
+                header("X-Ok", "tab\tinside"),
+                header("bad name", "v"),
+                header(":status", "200"),
+                header("", "v"),
+                header("x-nul", "a\0b"),
+                header("x-del", "a\u{7f}"),
+                header("x-split", "a\r\nx-injected: 1"),
+                HeaderValue {
+                    key: "x-raw".into(),
+                    value: String::new(),
+                    raw_value: b"raw".to_vec(),
+                },
+            ],
+        };
+        assert_eq!(
+            added_headers(&response),
+            [
+                ("x-ok".to_string(), "tab\tinside".to_string()),
+                ("x-raw".to_string(), "raw".to_string())
+            ]
+        );
     }
 
     #[test]

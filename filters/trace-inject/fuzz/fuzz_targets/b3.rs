@@ -44,7 +44,8 @@ fuzz_target!(|data: &[u8]| {
         round_trip(&parsed);
         if parsed.context.is_some() {
             let mut parts = single.trim().split('-');
-            let (trace, span, sampled, parent) = (parts.next(), parts.next(), parts.next(), parts.next());
+            let (trace, span, sampled, parent) =
+                (parts.next(), parts.next(), parts.next(), parts.next());
             assert_eq!(
                 b3::parse_multi(trace, span, parent, sampled, None),
                 Ok(Some(parsed)),

@@ -16,7 +16,13 @@ fn encode(value: &str) -> String {
     let plain = |c: u8| c.is_ascii_alphanumeric() || b"!#$&'()*+-./:<>?@[]^_`{|}~".contains(&c);
     value
         .bytes()
-        .map(|c| if plain(c) { char::from(c).to_string() } else { format!("%{c:02X}") })
+        .map(|c| {
+            if plain(c) {
+                char::from(c).to_string()
+            } else {
+                format!("%{c:02X}")
+            }
+        })
         .collect()
 }
 
@@ -46,8 +52,14 @@ fuzz_target!(|data: &[u8]| {
     let mut limited = parsed.clone();
     limited.restrict(None);
     assert!(limited.len() <= MAX_MEMBERS && limited.format().len() <= MAX_BYTES);
-    assert_eq!(limited.dropped, parsed.dropped + parsed.len() - limited.len());
-    assert!(formatted.starts_with(&limited.format()), "restrict keeps a prefix");
+    assert_eq!(
+        limited.dropped,
+        parsed.dropped + parsed.len() - limited.len()
+    );
+    assert!(
+        formatted.starts_with(&limited.format()),
+        "restrict keeps a prefix"
+    );
     if parsed.len() <= MAX_MEMBERS && formatted.len() <= MAX_BYTES {
         assert_eq!(limited.len(), parsed.len(), "nothing to drop");
     }

@@ -31,9 +31,9 @@ const B3: &str = "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1";
 fn valid_header_name(name: &str) -> bool {
     let bare = name.strip_prefix(':').unwrap_or(name);
     !bare.is_empty()
-        && bare
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && bare.bytes().all(|b| {
+            b.is_ascii_digit() || b.is_ascii_lowercase() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
 }
 
 fn no_repeats(list: &[Format]) -> bool {
@@ -67,11 +67,20 @@ fn request(extra: &[(&str, &str)]) -> RequestHead {
         (":path".to_owned(), "/orders/42".to_owned()),
         (":authority".to_owned(), "shop.example.com".to_owned()),
     ];
-    headers.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    headers.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     RequestHead::new(headers, Some("192.0.2.1:5000".into()))
 }
 
-fn check_hop(config: &CompiledConfig, direction: Direction, request: &RequestHead, incoming: Option<Source>) {
+fn check_hop(
+    config: &CompiledConfig,
+    direction: Direction,
+    request: &RequestHead,
+    incoming: Option<Source>,
+) {
     let outcome = propagate::process(config, direction, request, &mut SeededRandom::new(7));
     let hop = config.hop(direction);
     let set = |name: &str| {
@@ -98,7 +107,10 @@ fn check_hop(config: &CompiledConfig, direction: Direction, request: &RequestHea
     assert_eq!(set("x-b3-traceid").is_some(), emits(Format::B3Multi));
     if let Some(value) = set("traceparent") {
         let parsed = TraceParent::parse(value).expect("the traceparent written parses");
-        assert_eq!((parsed.trace_id, parsed.parent_id), (outcome.trace_id, outcome.span_id));
+        assert_eq!(
+            (parsed.trace_id, parsed.parent_id),
+            (outcome.trace_id, outcome.span_id)
+        );
         if let Some(state) = set("tracestate") {
             let state = TraceState::parse([state]).expect("the tracestate written parses");
             if let Some(key) = &config.vendor_key {
@@ -107,13 +119,19 @@ fn check_hop(config: &CompiledConfig, direction: Direction, request: &RequestHea
                 assert!(first.starts_with(&format!("{key}=")), "{first}");
             }
         } else {
-            assert!(config.vendor_key.is_none(), "the vendor entry is always written");
+            assert!(
+                config.vendor_key.is_none(),
+                "the vendor entry is always written"
+            );
         }
     }
     if let Some(value) = set("b3") {
         let parsed = b3::parse_single(value).expect("the b3 written parses");
         let context = parsed.context.expect("with ids");
-        assert_eq!((context.trace_id, context.span_id), (outcome.trace_id, outcome.span_id));
+        assert_eq!(
+            (context.trace_id, context.span_id),
+            (outcome.trace_id, outcome.span_id)
+        );
         assert_eq!(context.parent_span_id, outcome.parent_id);
     }
     if let Some(value) = set("baggage") {
@@ -171,7 +189,11 @@ fuzz_target!(|data: &[u8]| {
         ("baggage", "tenant=acme,bad key=1,region=eu%20west"),
     ]);
     let new = request(&[]);
-    let converted = request(&[("traceparent", "00-zz"), ("b3", B3), ("baggage", "tenant=acme")]);
+    let converted = request(&[
+        ("traceparent", "00-zz"),
+        ("b3", B3),
+        ("baggage", "tenant=acme"),
+    ]);
     for direction in [Direction::Inbound, Direction::Outbound] {
         check_hop(&compiled, direction, &w3c, Some(Source::W3c));
         check_hop(&compiled, direction, &new, None);

@@ -33,16 +33,24 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.format(), formatted, "formatting is idempotent");
     assert_eq!(again.sampled(), parsed.sampled());
     if parsed.version == 0 && parsed.flags & !KNOWN_FLAGS == 0 {
-        assert_eq!(formatted, trimmed, "a version-00 header re-serialises to itself");
+        assert_eq!(
+            formatted, trimmed,
+            "a version-00 header re-serialises to itself"
+        );
     }
     let ids = format!("{}-{}", parsed.trace_id.hex(), parsed.parent_id.hex());
     assert_eq!(trimmed.get(3..52), Some(ids.as_str()));
 
-    let head = trimmed.get(..55).expect("a parsed traceparent has 55 characters");
+    let head = trimmed
+        .get(..55)
+        .expect("a parsed traceparent has 55 characters");
     let upper = head.to_ascii_uppercase();
     if upper != head {
         let shouted = format!("{upper}{}", trimmed.get(55..).unwrap_or(""));
-        assert!(TraceParent::parse(&shouted).is_err(), "{shouted:?}: uppercase hex");
+        assert!(
+            TraceParent::parse(&shouted).is_err(),
+            "{shouted:?}: uppercase hex"
+        );
     }
     let extended = format!("{trimmed}-more");
     if parsed.version == 0 {

@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     assert_eq!(members.len(), state.len(), "{formatted:?}");
     for (key, value) in &members {
-        assert!(is_valid_key(key) && is_valid_value(value), "{key:?}={value:?}");
+        assert!(
+            is_valid_key(key) && is_valid_value(value),
+            "{key:?}={value:?}"
+        );
         assert_eq!(state.get(key), Some(*value));
     }
     assert_eq!(
@@ -42,7 +45,10 @@ fuzz_target!(|data: &[u8]| {
     ours.upsert_front("meshward", "00f067aa0ba902b7");
     assert!(ours.len() <= MAX_MEMBERS);
     let written = ours.format();
-    assert!(written.starts_with("meshward=00f067aa0ba902b7"), "{written:?}");
+    assert!(
+        written.starts_with("meshward=00f067aa0ba902b7"),
+        "{written:?}"
+    );
     let others: Vec<&(&str, &str)> = members.iter().filter(|(k, _)| *k != "meshward").collect();
     let kept = ours.len() - 1;
     assert_eq!(kept, others.len().min(MAX_MEMBERS - 1));
