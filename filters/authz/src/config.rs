@@ -301,6 +301,7 @@ impl AuthzConfig {
         }
         let principal_header =
             validate_header_name(&self.principal_header, &root.field("principalHeader"))?;
+        check_written_headers(&providers, &principal_header, &root)?;
         let rules = self
             .rules
             .iter()
@@ -352,6 +353,67 @@ impl AuthzConfig {
             owned_headers,
         })
     }
+}
+
+/// The headers the filter writes (principal, claim and payload headers) are removed
+/// from every request before the token is looked for, and each is written by one
+/// setting: so none may be a pseudo-header or a header a provider reads its token from
+/// (no token would ever be found), and within a provider none may repeat (the last
+/// write would silently win — a claim overwriting the principal, say).
+fn check_written_headers(
+    providers: &[Provider],
+    principal_header: &str,
+    root: &JsonPath,
+) -> Result<(), ConfigError> {
+    let token_headers: Vec<&str> = providers
+        .iter()
+        .flat_map(|p| &p.locations)
+        .filter_map(|location| match location {
+            TokenLocation::Header { name, .. } => Some(name.as_str()),
+            TokenLocation::Cookie(_) => Some("cookie"),
+            TokenLocation::Query(_) => None,
+        })
+        .collect();
+    let check = |name: &str, at: &JsonPath| -> Result<(), ConfigError> {
+        if name.starts_with(':') {
+            return Err(at.error(format!("{name:?}: a pseudo-header cannot carry identity")));
+        }
+        if token_headers.contains(&name) {
+            return Err(at.error(format!(
+                "{name:?} is where a provider reads its token; the headers this filter writes are removed from every request first, so no token would be found"
+            )));
+        }
+        Ok(())
+    };
+    check(principal_header, &root.field("principalHeader"))?;
+    for (i, provider) in providers.iter().enumerate() {
+        let at = root.field("providers").index(i);
+        let mut written = vec![principal_header];
+        let payload = provider
+            .payload_header
+            .as_deref()
+            .map(|h| (h, at.field("payloadHeader")));
+        let claims = provider
+            .claim_headers
+            .iter()
+            .enumerate()
+            .map(|(j, (_, h))| {
+                (
+                    h.as_str(),
+                    at.field("claimHeaders").index(j).field("header"),
+                )
+            });
+        for (header, path) in claims.chain(payload) {
+            check(header, &path)?;
+            if written.contains(&header) {
+                return Err(path.error(format!(
+                    "{header:?} is already written (principalHeader, or an earlier claimHeaders entry of this provider)"
+                )));
+            }
+            written.push(header);
+        }
+    }
+    Ok(())
 }
 
 /// Provider and rule names become metric name segments.

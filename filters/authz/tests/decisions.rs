@@ -408,6 +408,67 @@ fn config_errors_name_the_path() {
     }
 }
 
+/// Found with the `config` fuzz target's properties (filters/authz/fuzz): a claim
+/// header could overwrite the principal header or another claim header, and a written
+/// header could be the one the token is read from (removed before it is looked for).
+#[test]
+fn headers_the_filter_writes_are_written_once_and_never_hide_the_token() {
+    let keys = jwks(&[&Signer::generate(Alg::ES256, "k")]);
+    let provider = |extra: Value| {
+        let mut provider = json!({"name": "a", "issuer": "i", "jwks": {"inline": keys}});
+        for (key, value) in extra.as_object().unwrap() {
+            provider[key] = value.clone();
+        }
+        json!({"providers": [provider]})
+    };
+    let cases = [
+        (
+            provider(json!({"claimHeaders": [{"claim": "sub", "header": "X-Meshward-Principal"}]})),
+            "providers[0].claimHeaders[0].header: \"x-meshward-principal\" is already written",
+        ),
+        (
+            provider(json!({"claimHeaders": [{"claim": "sub", "header": "x-a"}, {"claim": "aud", "header": "x-a"}]})),
+            "providers[0].claimHeaders[1].header: \"x-a\" is already written",
+        ),
+        (
+            provider(json!({"claimHeaders": [{"claim": "sub", "header": "x-a"}], "payloadHeader": "x-a"})),
+            "providers[0].payloadHeader: \"x-a\" is already written",
+        ),
+        (
+            provider(json!({"claimHeaders": [{"claim": "sub", "header": ":authority"}]})),
+            "providers[0].claimHeaders[0].header: \":authority\": a pseudo-header",
+        ),
+        (
+            provider(json!({"claimHeaders": [{"claim": "sub", "header": "Authorization"}]})),
+            "providers[0].claimHeaders[0].header: \"authorization\" is where a provider reads its token",
+        ),
+        (
+            provider(json!({"from": [{"cookie": "session"}], "payloadHeader": "cookie"})),
+            "providers[0].payloadHeader: \"cookie\" is where a provider reads its token",
+        ),
+        (
+            {
+                let mut config = provider(json!({"from": [{"header": "x-token"}]}));
+                config["principalHeader"] = json!("x-token");
+                config
+            },
+            "principalHeader: \"x-token\" is where a provider reads its token",
+        ),
+    ];
+    for (config, expected) in cases {
+        let err = config::parse(config.to_string().as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(expected), "{err}\nexpected: {expected}");
+    }
+    // Two providers may write the same claim header: one token, one provider.
+    let two = json!({"providers": [
+        {"name": "a", "issuer": "i", "jwks": {"inline": keys}, "claimHeaders": [{"claim": "sub", "header": "x-user"}]},
+        {"name": "b", "issuer": "j", "jwks": {"inline": keys}, "claimHeaders": [{"claim": "sub", "header": "x-user"}]}
+    ]});
+    assert!(config::parse(two.to_string().as_bytes()).is_ok());
+}
+
 #[test]
 fn failing_open_unlocks_only_rules_that_would_accept_the_unavailable_provider() {
     // `partner`'s keys are remote and down; `internal` is healthy. A token whose

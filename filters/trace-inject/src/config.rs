@@ -200,6 +200,35 @@ impl CompiledConfig {
     }
 }
 
+/// The request headers the trace context itself is written to (each is removed from
+/// every request and rewritten as the emitted formats say).
+const PROPAGATION_HEADERS: [&str; 9] = [
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "baggage",
+];
+
+/// A request header this filter writes from its configuration (`requestId.header`,
+/// `baggage.toHeaders[].header`): a valid name that is neither a pseudo-header nor one
+/// of the trace-context headers, which it would overwrite — with a client's baggage
+/// value, for `toHeaders`.
+fn written_header(name: &str, path: &JsonPath) -> Result<String, ConfigError> {
+    let name = validate_header_name(name, path)?;
+    if name.starts_with(':') || PROPAGATION_HEADERS.contains(&name.as_str()) {
+        return Err(path.error(format!(
+            "{name:?} cannot be written here: pseudo-headers and the trace-context headers ({}) are not configurable",
+            PROPAGATION_HEADERS.join(", ")
+        )));
+    }
+    Ok(name)
+}
+
 pub fn parse(bytes: &[u8]) -> Result<CompiledConfig, ConfigError> {
     // An empty configuration means "all defaults".
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -269,26 +298,30 @@ impl TraceInjectConfig {
                 )));
             }
         }
-        let baggage_to_headers = self
-            .baggage
-            .to_headers
-            .iter()
-            .enumerate()
-            .map(|(i, mapping)| {
-                let at = root.field("baggage").field("toHeaders").index(i);
-                if mapping.key.is_empty() {
-                    return Err(at.field("key").error("must not be empty"));
-                }
-                Ok((
-                    mapping.key.clone(),
-                    validate_header_name(&mapping.header, &at.field("header"))?,
-                ))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let request_id_header = validate_header_name(
+        let request_id_header = written_header(
             &self.request_id.header,
             &root.field("requestId").field("header"),
         )?;
+        let mut baggage_to_headers: Vec<(String, String)> = Vec::new();
+        for (i, mapping) in self.baggage.to_headers.iter().enumerate() {
+            let at = root.field("baggage").field("toHeaders").index(i);
+            if mapping.key.is_empty() {
+                return Err(at.field("key").error("must not be empty"));
+            }
+            let header = written_header(&mapping.header, &at.field("header"))?;
+            // One header, one writer: otherwise the last write silently wins.
+            if header == request_id_header {
+                return Err(at
+                    .field("header")
+                    .error(format!("{header:?} is already the requestId header")));
+            }
+            if let Some(other) = baggage_to_headers.iter().position(|(_, h)| *h == header) {
+                return Err(at.field("header").error(format!(
+                    "{header:?} is already written by baggage.toHeaders[{other}]"
+                )));
+            }
+            baggage_to_headers.push((mapping.key.clone(), header));
+        }
         let sampling = root.field("sampling");
         let route_sampling = self
             .sampling
@@ -412,6 +445,30 @@ mod tests {
                 "baggage.toHeaders[0].header",
             ),
             (r#"{"requestId":{"header":""}}"#, "requestId.header"),
+            // Found with the `config` fuzz target's properties (each request header set
+            // once): these made the filter write a header twice, the last write winning
+            // over the trace context or over another mapping.
+            (
+                r#"{"requestId":{"header":"traceparent"}}"#,
+                "requestId.header",
+            ),
+            (r#"{"requestId":{"header":":path"}}"#, "requestId.header"),
+            (
+                r#"{"baggage":{"toHeaders":[{"key":"tenant","header":"B3"}]}}"#,
+                "baggage.toHeaders[0].header",
+            ),
+            (
+                r#"{"baggage":{"toHeaders":[{"key":"a","header":":authority"}]}}"#,
+                "baggage.toHeaders[0].header",
+            ),
+            (
+                r#"{"baggage":{"toHeaders":[{"key":"a","header":"x-t"},{"key":"b","header":"X-T"}]}}"#,
+                "baggage.toHeaders[1].header",
+            ),
+            (
+                r#"{"baggage":{"toHeaders":[{"key":"a","header":"x-request-id"}]}}"#,
+                "baggage.toHeaders[0].header",
+            ),
             (r#"{"outbound":{"emit":[]}}"#, "outbound.emit"),
             (r#"{"sampling":{"rate":1}}"#, "sampling.rate"),
             (r#"{"direction":"sideways"}"#, "direction"),

@@ -8,7 +8,8 @@
 //! Properties of a configuration that loads: providers (unless every rule is anonymous),
 //! unique metric-safe names, issuers, rules naming existing providers; `realm` safe in a
 //! quoted string; a positive token size limit; every header it writes owned (stripped
-//! from requests first), sorted and unique. Then, for requests without a token, with a
+//! from requests first), sorted and unique, never a pseudo-header nor where a token is
+//! read from. Then, for requests without a token, with a
 //! garbage token, with each fixture token and with the claims token (header, query
 //! parameter or cookie): only a token that verifies yields an identity, from a provider
 //! of its issuer; an allowed request gets only owned headers, with safe values, each set
@@ -27,7 +28,7 @@ use meshward_authz::authorizer::{
 };
 use meshward_authz::base64url;
 use meshward_authz::cache::VerifiedCache;
-use meshward_authz::config::{self, CompiledConfig, KeySource};
+use meshward_authz::config::{self, CompiledConfig, KeySource, TokenLocation};
 use meshward_authz::jwks::{self, KeySet, Origin};
 use meshward_authz::outputs::Identity;
 use meshward_authz::rules::Requirement;
@@ -102,6 +103,19 @@ fn check_compiled(config: &CompiledConfig) {
     assert!(config.realm.bytes().all(config::is_quoted_string_safe));
     assert!(config.max_token_bytes > 0);
     assert!(config.owned_headers.contains(&config.principal_header));
+    // Owned headers are removed before the token is looked for.
+    for name in &config.owned_headers {
+        assert!(!name.starts_with(':'), "{name}");
+        for provider in &config.providers {
+            for location in &provider.locations {
+                match location {
+                    TokenLocation::Header { name: token, .. } => assert_ne!(name, token),
+                    TokenLocation::Cookie(_) => assert_ne!(name, "cookie"),
+                    TokenLocation::Query(_) => {}
+                }
+            }
+        }
+    }
     assert!(
         config.owned_headers.windows(2).all(|w| w[0] < w[1]),
         "sorted, unique"

@@ -2,8 +2,9 @@
 //!
 //! Input: the JSON configuration. Properties of a configuration that loads: no format
 //! listed twice and at least one emitted per direction; sampling thresholds within the
-//! 56 random bits; every configured header name valid and lowercase; the vendor key a
-//! valid tracestate key. Then, for three requests (valid W3C context, nothing, an
+//! 56 random bits; every configured header name valid and lowercase, and none it
+//! writes a pseudo-header or a trace-context header; the vendor key a valid tracestate
+//! key. Then, for three requests (valid W3C context, nothing, an
 //! invalid `traceparent` with a valid `b3`) in both directions: every header set is a
 //! valid lowercase name set once; exactly the emitted formats are written and parse
 //! (`traceparent` with this hop's ids, `tracestate` with the vendor entry first, `b3`,
@@ -55,6 +56,24 @@ fn check_compiled(config: &CompiledConfig) {
     names.extend(config.baggage_to_headers.iter().map(|(_, h)| h.as_str()));
     for name in names {
         assert!(valid_header_name(name), "{name:?}");
+    }
+    // What it writes from its configuration is neither a pseudo-header nor trace context.
+    let written = std::iter::once(&config.request_id_header)
+        .chain(config.baggage_to_headers.iter().map(|(_, h)| h));
+    for name in written {
+        assert!(!name.starts_with(':'), "{name}");
+        let trace_context = [
+            "traceparent",
+            "tracestate",
+            "b3",
+            "x-b3-traceid",
+            "x-b3-spanid",
+            "x-b3-parentspanid",
+            "x-b3-sampled",
+            "x-b3-flags",
+            "baggage",
+        ];
+        assert!(!trace_context.contains(&name.as_str()), "{name}");
     }
     if let Some(key) = &config.vendor_key {
         assert!(is_valid_key(key), "{key:?}");
