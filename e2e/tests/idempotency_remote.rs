@@ -325,8 +325,20 @@ fn completed_not_stored_on_one_replica_is_409_on_the_other() {
         (200, 10_000),
         "delivered in full"
     );
-    let retry = post("/big", "k-big", "{}").send(f.b.port()).unwrap();
-    assert_eq!(retry.status, 409, "{}", retry.body_text());
+    // A not-stored response is delivered without waiting for its record (README): a
+    // retry racing the record's write sees "in progress" — a 409 too, never a second
+    // execution — and then the reason.
+    let started = Instant::now();
+    let retry = loop {
+        let retry = post("/big", "k-big", "{}").send(f.b.port()).unwrap();
+        assert_eq!(retry.status, 409, "{}", retry.body_text());
+        if retry.body_text().contains("maxResponseBytes")
+            || started.elapsed() > Duration::from_secs(2)
+        {
+            break retry;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         retry.body_text().contains("maxResponseBytes"),
         "{}",
@@ -459,6 +471,9 @@ fn valkey_stopped_each_replica_follows_its_failure_mode_within_the_timeout_and_r
             .status,
         201
     );
+    // What an allowed request costs anyway (upstream round trip, on a loaded machine):
+    // the bound is on the extra wait for the store, not on the upstream.
+    let (_, baseline) = timed_posts(&f.b, "baseline-b", 4);
     let hits = f.upstream.hits();
 
     // 1. Valkey hangs (every client paused): the store does not answer in time.
@@ -473,8 +488,8 @@ fn valkey_stopped_each_replica_follows_its_failure_mode_within_the_timeout_and_r
     assert_eq!(denied, [503; 4], "failureMode deny");
     assert_eq!(allowed, [201; 4], "failureMode allow");
     assert!(
-        slowest_a < bound && slowest_b < bound,
-        "{slowest_a:?} {slowest_b:?}"
+        slowest_a < bound && slowest_b < bound + baseline,
+        "deny {slowest_a:?}, allow {slowest_b:?} (healthy allowed request: {baseline:?})"
     );
     assert_eq!(
         f.upstream.hits(),
@@ -491,8 +506,8 @@ fn valkey_stopped_each_replica_follows_its_failure_mode_within_the_timeout_and_r
     assert_eq!(denied, [503; 4]);
     assert_eq!(allowed, [201; 4]);
     assert!(
-        slowest_a < bound && slowest_b < bound,
-        "{slowest_a:?} {slowest_b:?}"
+        slowest_a < bound && slowest_b < bound + baseline,
+        "deny {slowest_a:?}, allow {slowest_b:?} (healthy allowed request: {baseline:?})"
     );
     let refused = post("/orders", "down-x", "{}").send(f.a.port()).unwrap();
     assert_eq!(
