@@ -202,7 +202,9 @@ pub fn ecds_bootstrap_with(
     filters: &[&str],
     protocol: AdsProtocol,
 ) -> Value {
-    let mut base = base.clone();
+    let mut base = base
+        .clone()
+        .grpc_cluster("meshward_control_plane", xds_port);
     for filter in filters {
         base = base.http_filter(json!({
             "name": filter,
@@ -230,21 +232,5 @@ pub fn ecds_bootstrap_with(
             "set_node_on_first_message_only": true
         }
     });
-    if let Some(clusters) = config["static_resources"]["clusters"].as_array_mut() {
-        clusters.push(json!({
-            "name": "meshward_control_plane",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": {"http2_protocol_options": {}}
-                }
-            },
-            "load_assignment": {"cluster_name": "meshward_control_plane", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": xds_port}}
-            }}]}]}
-        }));
-    }
     config
 }
