@@ -63,6 +63,23 @@ const TRACEPARENT: &str = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f0
 /// scenario; the first is the baseline.
 pub type ScenarioSpec = (&'static str, Bootstrap, Vec<String>, Option<usize>);
 
+/// Replays need a real upstream answer (`via_upstream`): the backend is a second
+/// listener of the same pinned Envoy, in every idempotency scenario alike.
+pub(crate) fn two_hops(filter: Option<serde_json::Value>) -> Bootstrap {
+    let backend_port = meshward_e2e::paths::free_port().unwrap_or(18_099);
+    let mut backend = Listener::new("backend", "none");
+    backend.port = backend_port;
+    backend.cluster = None;
+    let mut ingress = Listener::new("ingress", "backend");
+    if let Some(filter) = filter {
+        ingress = ingress.http_filter(filter);
+    }
+    Bootstrap::empty()
+        .cluster("backend", backend_port)
+        .listener(ingress)
+        .listener(backend)
+}
+
 /// A wrk Lua script written to target/bench, as wrk arguments.
 fn wrk_script(name: &str, body: &str) -> Result<Vec<String>, String> {
     let dir = crate::run::root().join("target/bench");
@@ -127,24 +144,8 @@ fn scenarios(
             ]
         }
         _ => {
-            // Replays need a real upstream answer (`via_upstream`): the backend is a
-            // second listener of the same pinned Envoy, in every scenario alike.
             let fixed = wrk_script("idempotency-fixed-key.lua", FIXED_KEY_SCRIPT)?;
             let unique = wrk_script("idempotency-unique-keys.lua", UNIQUE_KEYS_SCRIPT)?;
-            let two_hops = |filter: Option<serde_json::Value>| {
-                let backend_port = meshward_e2e::paths::free_port().unwrap_or(18_099);
-                let mut backend = Listener::new("backend", "none");
-                backend.port = backend_port;
-                backend.cluster = None;
-                let mut ingress = Listener::new("ingress", "backend");
-                if let Some(filter) = filter {
-                    ingress = ingress.http_filter(filter);
-                }
-                Bootstrap::empty()
-                    .cluster("backend", backend_port)
-                    .listener(ingress)
-                    .listener(backend)
-            };
             let config = r#"{"maxEntries":100000,"maxStoredBytes":268435456}"#;
             vec![
                 ("bare Envoy (2 hops)", two_hops(None), fixed.clone(), None),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use meshward_e2e::bootstrap::meshward_filter;
 use meshward_e2e::valkey::Valkey;
-use meshward_e2e::{Bootstrap, Listener};
+use meshward_e2e::Bootstrap;
 
 use crate::bench::ScenarioSpec;
 use crate::run::{cargo, root, step};
@@ -156,22 +156,7 @@ pub fn scenarios(
             .grpc_cluster("meshward-store", store_port)
     };
     let direct = with_services(Bootstrap::new(1).direct_response());
-    let two_hops = |filter: Option<serde_json::Value>| {
-        let backend_port = meshward_e2e::paths::free_port().unwrap_or(18_098);
-        let mut backend = Listener::new("backend", "none");
-        backend.port = backend_port;
-        backend.cluster = None;
-        let mut ingress = Listener::new("ingress", "backend");
-        if let Some(filter) = filter {
-            ingress = ingress.http_filter(filter);
-        }
-        with_services(
-            Bootstrap::empty()
-                .cluster("backend", backend_port)
-                .listener(ingress)
-                .listener(backend),
-        )
-    };
+    let two_hops = |filter| with_services(crate::bench::two_hops(filter));
     let embedded = r#"{"maxEntries":100000,"maxStoredBytes":268435456}"#;
     let remote = r#"{"store":{"type":"remote","cluster":"meshward-store","timeout":"100ms"}}"#;
     Ok(vec![
