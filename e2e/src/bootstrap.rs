@@ -212,6 +212,16 @@ impl Bootstrap {
         Ok(self.http_filter(meshward_filter(module_name, configuration)?))
     }
 
+    /// Adds the filter `module_name` with `configuration`, packaged as `packaging` says.
+    pub fn packaged_filter(
+        self,
+        packaging: crate::Packaging,
+        module_name: &str,
+        configuration: &str,
+    ) -> Result<Self, String> {
+        Ok(self.http_filter(packaging.filter(module_name, configuration)?))
+    }
+
     /// The first listener answers 200 itself; filters still run, no upstream involved.
     pub fn direct_response(mut self) -> Self {
         if let Some(first) = self.listeners.first_mut() {

@@ -211,6 +211,18 @@ impl Envoy {
             .ok_or_else(|| format!("no `allocated` in /memory: {memory}"))
     }
 
+    /// Envoy's resident set size (`VmRSS` of /proc/<pid>/status), for benchmarks.
+    pub fn rss_bytes(&self) -> Result<u64, String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .map_err(|e| format!("read /proc status: {e}"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+            .ok_or_else(|| "no VmRSS in /proc status".to_string())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_else(|e| format!("(no log: {e})"))
     }

@@ -11,14 +11,14 @@ use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions, Listener};
 
 use crate::{build_wasm, setup};
 
-const CONNECTIONS: &str = "32";
+pub(crate) const CONNECTIONS: &str = "32";
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Sample {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    non_2xx: u64,
+pub(crate) struct Sample {
+    pub rps: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub non_2xx: u64,
 }
 
 struct Scenario {
@@ -57,7 +57,8 @@ fn parse_args(args: &[String]) -> Result<(String, u64, usize), String> {
     Ok((filter, seconds, rounds))
 }
 
-const TRACEPARENT: &str = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+pub(crate) const TRACEPARENT: &str =
+    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// (name, bootstrap, extra wrk arguments, index of the native equivalent) per
 /// scenario; the first is the baseline.
@@ -186,12 +187,16 @@ end
 
 /// The limit is never reached: the benchmark measures the cost of deciding, keyed on
 /// the client address like a typical per-client rule.
-const MESHWARD_CONFIG: &str = r#"{"rules":[{"name":"bench","key":[{"type":"clientAddress"}],"limit":{"algorithm":"tokenBucket","requests":1000000000,"per":"1s","burst":1000000000}}]}"#;
+pub(crate) const MESHWARD_CONFIG: &str = r#"{"rules":[{"name":"bench","key":[{"type":"clientAddress"}],"limit":{"algorithm":"tokenBucket","requests":1000000000,"per":"1s","burst":1000000000}}]}"#;
 
 pub fn run(args: &[String]) -> Result<(), String> {
     // The control plane benchmark needs no Envoy: its own load generator.
     if let Some(("control-plane", rest)) = args.split_first().map(|(f, r)| (f.as_str(), r)) {
         return crate::bench_control_plane::run(rest);
+    }
+    // No scenario set named: every scenario, written to docs/bench/REPORT.md.
+    if args.first().is_none_or(|first| first.starts_with("--")) {
+        return crate::bench_report::run(args);
     }
     let (filter, seconds, rounds) = parse_args(args)?;
     setup::ensure()?;
@@ -292,7 +297,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn wrk(port: u16, seconds: u64, extra: &[String]) -> Result<Sample, String> {
+pub(crate) fn wrk(port: u16, seconds: u64, extra: &[String]) -> Result<Sample, String> {
     let mut command = Command::new("taskset");
     command.args([
         "-c",
@@ -348,7 +353,7 @@ fn parse_latency(text: &str) -> Option<f64> {
     })
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

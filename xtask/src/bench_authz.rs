@@ -8,11 +8,11 @@ use meshward_e2e::{Bootstrap, Envoy};
 use meshward_jwt_testkit::{jwks, now_secs, Alg, Signer};
 use serde_json::{json, Value};
 
-const ISSUER: &str = "https://bench.meshward.dev/";
+pub(crate) const ISSUER: &str = "https://bench.meshward.dev/";
 
 /// Envoy's native JWT filter with a local JWKS, its verified-JWT cache on, forwarding
 /// `sub` as a header like the Meshward configuration does.
-fn native_jwt_authn(jwks_document: &str) -> Value {
+pub(crate) fn native_jwt_authn(jwks_document: &str) -> Value {
     json!({
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
@@ -31,7 +31,7 @@ fn native_jwt_authn(jwks_document: &str) -> Value {
     })
 }
 
-fn meshward_config(jwks_document: &str, cache_entries: usize) -> String {
+pub(crate) fn meshward_config(jwks_document: &str, cache_entries: usize) -> String {
     json!({
         "providers": [{
             "name": "bench",

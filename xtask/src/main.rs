@@ -5,6 +5,7 @@ mod bench;
 mod bench_authz;
 mod bench_control_plane;
 mod bench_global;
+mod bench_report;
 mod build_wasm;
 mod crds;
 mod demo;
@@ -32,6 +33,10 @@ cargo xtask <command>
                real Envoy  — what CI runs
   demo         Envoy + the trace-inject and rate-limit filters + an echo upstream, with curl
                lines to try; Ctrl-C stops everything
+  bench [--seconds N] [--rounds N]
+               every scenario of docs/bench/REPORT.md in one run (bare Envoy, a trivial
+               wasm filter, native local_ratelimit and jwt_authn, each Meshward filter
+               alone, the four as separate filters, the bundle) and writes that report
   bench <ratelimit|trace-inject|idempotency|authz|global> [--seconds N] [--rounds N]
                requests/s and p50/p99 against bare Envoy (and Envoy's native filter where
                one exists) in the same run; Envoy pinned to CPU 0, wrk to CPU 1

@@ -9,8 +9,9 @@ use crate::run::{cargo, output, path_with_tools, step};
 use crate::{build_wasm, go, setup};
 
 /// Crates whose core is also tested as wasm32-unknown-unknown (without proxy-wasm).
-const WASM_TESTED: [&str; 5] = [
+const WASM_TESTED: [&str; 6] = [
     "meshward-filter-common",
+    "meshward-bundle",
     "meshward-ratelimit",
     "meshward-trace-inject",
     "meshward-idempotency",
@@ -32,15 +33,17 @@ pub fn run() -> Result<(), String> {
             "warnings",
         ]),
     )?;
-    let mut wasm_clippy = cargo();
-    wasm_clippy.args(["clippy", "--target", "wasm32-wasip1"]);
-    for (package, _) in build_wasm::FILTERS {
-        wasm_clippy.args(["-p", package]);
+    for packages in build_wasm::per_invocation() {
+        let mut wasm_clippy = cargo();
+        wasm_clippy.args(["clippy", "--target", "wasm32-wasip1"]);
+        for package in &packages {
+            wasm_clippy.args(["-p", package]);
+        }
+        step(
+            &format!("clippy (wasm32-wasip1): {}", packages.join(" ")),
+            wasm_clippy.args(["--", "-D", "warnings"]),
+        )?;
     }
-    step(
-        "clippy (wasm32-wasip1 filter modules)",
-        wasm_clippy.args(["--", "-D", "warnings"]),
-    )?;
     build_wasm::run()?;
 
     let mut wasm_tests = cargo();

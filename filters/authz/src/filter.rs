@@ -32,6 +32,7 @@ use crate::keys::{NeedKeys, RemoteKeys};
 use crate::outputs::Identity;
 use meshward_filter_common::clock::{Clock, NANOS_PER_SECOND};
 use meshward_filter_common::host::clock::HostClock;
+use meshward_filter_common::host::flow::{self, Stream};
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
 use meshward_filter_common::host::plugin;
@@ -277,7 +278,7 @@ impl Runtime {
         self.requested
             .borrow_mut()
             .push((provider, for_unknown_kid));
-        let _ = proxy_wasm::hostcalls::set_tick_period(KICK);
+        flow::set_tick_period(KICK);
     }
 
     /// Root only: dispatches the fetches requests asked for; returns the providers
@@ -287,7 +288,7 @@ impl Runtime {
         if requested.is_empty() {
             return Vec::new();
         }
-        let _ = proxy_wasm::hostcalls::set_tick_period(TICK);
+        flow::set_tick_period(TICK);
         let mut failed = Vec::new();
         for (provider, for_unknown_kid) in requested {
             let dispatched = self.callouts.borrow().values().any(|(p, _)| *p == provider);
@@ -376,7 +377,7 @@ impl Runtime {
                 AuthStep::NeedKeys(_) => continue, // unreachable with may_need_keys = false
             };
             if self.apply(&waiter.request, &authenticated) == Action::Continue {
-                let _ = proxy_wasm::hostcalls::resume_http_request();
+                flow::resume(waiter.context_id, Stream::Request);
             }
         }
     }
@@ -489,7 +490,30 @@ impl Context for AuthzRoot {
 
 impl RootContext for AuthzRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let config = match config::parse(&plugin::configuration_bytes()) {
+        self.configure(&plugin::configuration_bytes())
+    }
+
+    fn on_tick(&mut self) {
+        self.tick();
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(AuthzHttp {
+            runtime: self.runtime.clone(),
+            context_id,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl AuthzRoot {
+    /// Applies a configuration (the plugin's, or the bundle's `authz` section); false
+    /// when it is invalid (logged).
+    pub fn configure(&mut self, bytes: &[u8]) -> bool {
+        let config = match config::parse(bytes) {
             Ok(config) => config,
             Err(err) => {
                 log::error(&format!("meshward authz: invalid configuration: {err}"));
@@ -501,14 +525,14 @@ impl RootContext for AuthzRoot {
         }
         let runtime = Rc::new(Runtime::new(Authorizer::new(config)));
         if runtime.has_remote_keys() {
-            let _ = proxy_wasm::hostcalls::set_tick_period(TICK);
+            flow::set_tick_period(TICK);
         }
         self.runtime = Some(runtime);
-        self.on_tick(); // start the first JWKS loads now rather than one tick later
+        self.tick(); // start the first JWKS loads now rather than one tick later
         true
     }
 
-    fn on_tick(&mut self) {
+    pub fn tick(&mut self) {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
@@ -536,17 +560,6 @@ impl RootContext for AuthzRoot {
             }
         }
         runtime.finish_waiters(|w| answer_now.contains(&w.provider) || now >= w.deadline);
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuthzHttp {
-            runtime: self.runtime.clone(),
-            context_id,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 

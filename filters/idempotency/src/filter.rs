@@ -38,6 +38,7 @@ use crate::table::SharedDataRecords;
 use meshward_filter_common::clock::Clock;
 use meshward_filter_common::grpc_target;
 use meshward_filter_common::host::clock::HostClock;
+use meshward_filter_common::host::flow::{self, Stream};
 use meshward_filter_common::host::grpc;
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
@@ -301,14 +302,39 @@ impl Context for IdempotencyRoot {
             }
         }
         if self.waiters.borrow().is_empty() {
-            let _ = proxy_wasm::hostcalls::set_tick_period(runtime.idle_tick());
+            flow::set_tick_period(runtime.idle_tick());
         }
     }
 }
 
 impl RootContext for IdempotencyRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let config = match config::parse(&plugin::configuration_bytes()) {
+        self.configure(&plugin::configuration_bytes())
+    }
+
+    fn on_tick(&mut self) {
+        self.tick();
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(IdempotencyHttp {
+            runtime: self.runtime.clone(),
+            context_id,
+            waiters: self.waiters.clone(),
+            ..IdempotencyHttp::default()
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl IdempotencyRoot {
+    /// Applies a configuration (the plugin's, or the bundle's `idempotency` section);
+    /// false when it is invalid (logged).
+    pub fn configure(&mut self, bytes: &[u8]) -> bool {
+        let config = match config::parse(bytes) {
             Ok(config) => config,
             Err(err) => {
                 log::error(&format!(
@@ -352,12 +378,13 @@ impl RootContext for IdempotencyRoot {
             backend,
             root_context_id: self.context_id,
         };
-        let _ = proxy_wasm::hostcalls::set_tick_period(runtime.idle_tick());
+        flow::set_tick_period(runtime.idle_tick());
         self.runtime = Some(Rc::new(runtime));
         true
     }
 
-    fn on_tick(&mut self) {
+    /// Polls waiting duplicates and sweeps a slice of the record table.
+    pub fn tick(&mut self) {
         let Some(runtime) = self.runtime.clone() else {
             return;
         };
@@ -375,19 +402,6 @@ impl RootContext for IdempotencyRoot {
             }
             self.sweep_cursor = self.sweep_cursor.wrapping_add(SWEEP_PAGES_PER_TICK);
         }
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(IdempotencyHttp {
-            runtime: self.runtime.clone(),
-            context_id,
-            waiters: self.waiters.clone(),
-            ..IdempotencyHttp::default()
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
@@ -416,7 +430,7 @@ fn resolve_waiter(
     }
     let decision = machine::decide(&runtime.config, reservation);
     if apply(runtime, decision, &waiter.lease) == Next::Continue {
-        let _ = proxy_wasm::hostcalls::resume_http_request();
+        flow::resume(waiter.context_id, Stream::Request);
     }
     // Back to the root: calls made after this one (the next waiter's `Reserve`, a
     // release) must not belong to this request, or Envoy cancels them when it ends and
@@ -498,7 +512,7 @@ impl IdempotencyRoot {
         let mut waiters = self.waiters.borrow_mut();
         waiters.extend(still);
         if waiters.is_empty() {
-            let _ = proxy_wasm::hostcalls::set_tick_period(runtime.idle_tick());
+            flow::set_tick_period(runtime.idle_tick());
         }
     }
 }
@@ -578,7 +592,7 @@ impl Context for IdempotencyHttp {
             Call::Reserve { fingerprint } => {
                 let reservation = answer.and_then(|message| remote::reservation(&message));
                 if self.on_reservation(&runtime, reservation, fingerprint) == Next::Continue {
-                    let _ = proxy_wasm::hostcalls::resume_http_request();
+                    flow::resume(self.context_id, Stream::Request);
                 }
             }
             Call::Complete {
@@ -598,7 +612,7 @@ impl Context for IdempotencyHttp {
                     other => report_finish(&runtime, other),
                 }
                 if held {
-                    let _ = proxy_wasm::hostcalls::resume_http_response();
+                    flow::resume(self.context_id, Stream::Response);
                 }
             }
             Call::Release => {
@@ -614,7 +628,7 @@ impl Context for IdempotencyHttp {
                         ));
                     }
                 }
-                let _ = proxy_wasm::hostcalls::resume_http_response();
+                flow::resume(self.context_id, Stream::Response);
             }
         }
     }
@@ -686,7 +700,7 @@ impl IdempotencyHttp {
                 lease: self.lease.clone(),
                 polling: None,
             });
-            let _ = proxy_wasm::hostcalls::set_tick_period(WAIT_POLL);
+            flow::set_tick_period(WAIT_POLL);
             return Next::Wait;
         }
         apply(runtime, machine::decide(config, reservation), &self.lease)

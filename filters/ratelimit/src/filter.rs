@@ -14,6 +14,7 @@ use crate::headers;
 use crate::limiter::{self, Decision, Outcome};
 use meshward_filter_common::clock::Clock;
 use meshward_filter_common::host::clock::HostClock;
+use meshward_filter_common::host::flow::{self, Stream};
 use meshward_filter_common::host::grpc;
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
@@ -84,8 +85,33 @@ impl Context for RateLimitRoot {}
 
 impl RootContext for RateLimitRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = plugin::configuration_bytes();
-        let config = match config::parse(&bytes) {
+        self.configure(&plugin::configuration_bytes())
+    }
+
+    fn on_tick(&mut self) {
+        self.tick();
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never None: the SDK traps on None. Without a runtime requests pass through.
+        Some(Box::new(RateLimitHttp {
+            runtime: self.runtime.clone(),
+            context_id,
+            allowed_fields: Vec::new(),
+            pending: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl RateLimitRoot {
+    /// Applies a configuration (the plugin's, or the bundle's `ratelimit` section);
+    /// false when it is invalid (logged).
+    pub fn configure(&mut self, bytes: &[u8]) -> bool {
+        let config = match config::parse(bytes) {
             Ok(config) => config,
             Err(err) => {
                 log::error(&format!("meshward ratelimit: invalid configuration: {err}"));
@@ -117,11 +143,12 @@ impl RootContext for RateLimitRoot {
             metrics,
             rls,
         }));
-        let _ = proxy_wasm::hostcalls::set_tick_period(tick);
+        flow::set_tick_period(tick);
         true
     }
 
-    fn on_tick(&mut self) {
+    /// Sweeps a slice of every rule's key table.
+    pub fn tick(&mut self) {
         let Some(runtime) = &self.runtime else { return };
         let now = HostClock.now_nanos();
         for rule in &runtime.config.rules {
@@ -147,23 +174,11 @@ impl RootContext for RateLimitRoot {
         }
         self.sweep_cursor = self.sweep_cursor.wrapping_add(SWEEP_PAGES_PER_TICK);
     }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Never None: the SDK traps on None. Without a runtime requests pass through.
-        Some(Box::new(RateLimitHttp {
-            runtime: self.runtime.clone(),
-            allowed_fields: Vec::new(),
-            pending: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
 
 struct RateLimitHttp {
     runtime: Option<Rc<Runtime>>,
+    context_id: u32,
     /// Fields to add to the upstream's response (`responseHeaders.onAllowed`).
     allowed_fields: Vec<(String, String)>,
     /// Global mode: the call in flight and the rules it decides.
@@ -173,7 +188,7 @@ struct RateLimitHttp {
 impl Context for RateLimitHttp {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
         let Some(runtime) = self.runtime.clone() else {
-            let _ = proxy_wasm::hostcalls::resume_http_request();
+            flow::resume(self.context_id, Stream::Request);
             return;
         };
         // Only the call this request is waiting for; anything else leaves it waiting.
@@ -208,7 +223,7 @@ impl Context for RateLimitHttp {
             Err(error) => (self.fallback(&runtime, &planned, &error), Vec::new()),
         };
         if self.finish(&runtime, &decision, added) == Action::Continue {
-            let _ = proxy_wasm::hostcalls::resume_http_request();
+            flow::resume(self.context_id, Stream::Request);
         }
     }
 }

@@ -89,8 +89,26 @@ impl Context for TraceInjectRoot {}
 
 impl RootContext for TraceInjectRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = plugin::configuration_bytes();
-        match config::parse(&bytes) {
+        self.configure(&plugin::configuration_bytes())
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(TraceInjectHttp {
+            runtime: self.runtime.clone(),
+            response: Vec::new(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+impl TraceInjectRoot {
+    /// Applies a configuration (the plugin's, or the bundle's `traceInject` section);
+    /// false when it is invalid (logged).
+    pub fn configure(&mut self, bytes: &[u8]) -> bool {
+        match config::parse(bytes) {
             Ok(config) => {
                 self.runtime = Some(Rc::new(Runtime {
                     config,
@@ -105,17 +123,6 @@ impl RootContext for TraceInjectRoot {
                 false
             }
         }
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(TraceInjectHttp {
-            runtime: self.runtime.clone(),
-            response: Vec::new(),
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 

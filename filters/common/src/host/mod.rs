@@ -2,6 +2,7 @@
 //! these; filter cores never do.
 
 pub mod clock;
+pub mod flow;
 pub mod grpc;
 pub mod log;
 pub mod metrics;
