@@ -211,6 +211,23 @@ impl Envoy {
             .ok_or_else(|| format!("no `allocated` in /memory: {memory}"))
     }
 
+    /// CPU time Envoy has used so far (user + system, all threads), in seconds, from
+    /// /proc/<pid>/stat (clock ticks of 10 ms).
+    pub fn cpu_seconds(&self) -> Result<f64, String> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map_err(|e| format!("read /proc stat: {e}"))?;
+        // Fields after the command name (which may hold spaces) start after ") ".
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        match (ticks(11), ticks(12)) {
+            (Some(user), Some(system)) => Ok((user + system) as f64 / 100.0),
+            _ => Err(format!("unexpected /proc stat: {stat}")),
+        }
+    }
+
     /// Envoy's resident set size (`VmRSS` of /proc/<pid>/status), for benchmarks.
     pub fn rss_bytes(&self) -> Result<u64, String> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -218,7 +235,13 @@ impl Envoy {
         status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|kib| kib * 1024)
             .ok_or_else(|| "no VmRSS in /proc status".to_string())
     }

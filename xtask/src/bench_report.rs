@@ -49,25 +49,43 @@ struct Measured {
     spec: Spec,
     envoy: Envoy,
     samples: Vec<Sample>,
+    /// Envoy's CPU µs per request in each round (from /proc, so load elsewhere on the
+    /// machine does not inflate it the way it lowers throughput).
+    cpu_us: Vec<f64>,
     rss_bytes: Option<u64>,
 }
 
-fn parse_args(args: &[String]) -> Result<(u64, usize), String> {
-    let usage = "usage: cargo xtask bench [--seconds N] [--rounds N]";
-    let (mut seconds, mut rounds) = (10, 5);
+struct Options {
+    seconds: u64,
+    rounds: usize,
+    /// Only scenarios whose name contains one of these (and bare Envoy); the report
+    /// is then printed, not written.
+    only: Vec<String>,
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let usage = "usage: cargo xtask bench [--seconds N] [--rounds N] [--only NAME,NAME]";
+    let mut options = Options {
+        seconds: 10,
+        rounds: 5,
+        only: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or(format!("{flag} needs a number\n{usage}"))?;
+        let value = it.next().ok_or(format!("{flag} needs a value\n{usage}"))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{flag} needs a number\n{usage}"))
+        };
         match flag.as_str() {
-            "--seconds" => seconds = value.max(1),
-            "--rounds" => rounds = usize::try_from(value.max(1)).unwrap_or(5),
+            "--seconds" => options.seconds = number()?.max(1),
+            "--rounds" => options.rounds = usize::try_from(number()?.max(1)).unwrap_or(5),
+            "--only" => options.only = value.split(',').map(str::to_owned).collect(),
             _ => return Err(format!("unknown option {flag}\n{usage}")),
         }
     }
-    Ok((seconds, rounds))
+    Ok(options)
 }
 
 /// The four Meshward filters, each as its own module, in the bundle's order.
@@ -230,7 +248,11 @@ fn build_trivial() -> Result<PathBuf, String> {
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
-    let (seconds, rounds) = parse_args(args)?;
+    let Options {
+        seconds,
+        rounds,
+        only,
+    } = parse_args(args)?;
     setup::ensure()?;
     setup::require_debian_tool("wrk", "wrk")?;
     setup::require_debian_tool("taskset", "util-linux")?;
@@ -252,12 +274,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let mut measured = Vec::new();
     for spec in specs(&document, &trivial)? {
+        if spec.role != Role::Baseline
+            && !only.is_empty()
+            && !only.iter().any(|o| spec.name.contains(o.as_str()))
+        {
+            continue;
+        }
         println!("starting Envoy for {}", spec.name);
         let envoy = Envoy::start(&spec.bootstrap, &options)?;
         measured.push(Measured {
             spec,
             envoy,
             samples: Vec::new(),
+            cpu_us: Vec::new(),
             rss_bytes: None,
         });
     }
@@ -271,12 +300,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     for round in 1..=rounds {
         for scenario in &mut measured {
+            let cpu_before = scenario.envoy.cpu_seconds()?;
             let sample = wrk(scenario.envoy.port(), seconds, &headers)?;
+            let cpu = scenario.envoy.cpu_seconds()? - cpu_before;
+            let cpu_us = cpu * 1e6 / (sample.rps * seconds as f64).max(1.0);
             println!(
-                "round {round}/{rounds}  {:<46} {:>8.0} req/s  p50 {:>6.1} µs  p99 {:>7.1} µs  non-2xx {}",
-                scenario.spec.name, sample.rps, sample.p50_us, sample.p99_us, sample.non_2xx
+                "round {round}/{rounds}  {:<46} {:>8.0} req/s  p50 {:>6.1} µs  p99 {:>7.1} µs  CPU {:>5.1} µs/req  non-2xx {}",
+                scenario.spec.name, sample.rps, sample.p50_us, sample.p99_us, cpu_us, sample.non_2xx
             );
             scenario.samples.push(sample);
+            scenario.cpu_us.push(cpu_us);
         }
     }
     for scenario in &mut measured {
@@ -284,6 +317,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let report = render(&measured, seconds, rounds, &headers);
     println!("\n{report}");
+    if !only.is_empty() {
+        println!("(--only: report not written)");
+        return Ok(());
+    }
     let path = root().join("docs/bench/REPORT.md");
     std::fs::write(&path, &report).map_err(|e| format!("write {}: {e}", path.display()))?;
     println!("written to {}", path.display());
@@ -292,7 +329,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// Median, min, max of one statistic.
 fn stat(samples: &[Sample], f: fn(&Sample) -> f64) -> (f64, f64, f64) {
-    let mut values: Vec<f64> = samples.iter().map(f).collect();
+    spread(&samples.iter().map(f).collect::<Vec<_>>())
+}
+
+/// Median, min, max.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut values = values.to_vec();
     let (min, max) = values
         .iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
@@ -376,7 +418,9 @@ fn render(measured: &[Measured], seconds: u64, rounds: usize, headers: &[String]
          `taskset -c 1 wrk -t1 -c{CONNECTIONS} -d{seconds}s --latency {} http://127.0.0.1:<port>/`. \
          After a 2 s warm-up per scenario, the scenarios are measured in {rounds} interleaved rounds \
          (A B C … A B C …); each cell is the median with (min–max). Envoy's core is saturated, so \
-         1/throughput is its CPU time per request and *µs added* = 1/rps − 1/rps(bare). \
+         1/throughput is its CPU time per request and *µs added* = 1/rps − 1/rps(bare); \
+         *Envoy CPU µs/req* is measured directly (user + system time of the Envoy process from \
+         /proc over the round, divided by the requests served) as a cross-check. \
          *× floor* divides that by the trivial filter's µs added. *vs native*: throughput ratio to the \
          native filter doing the same job (≥ 1 means faster). *RSS added*: Envoy's resident memory \
          after the run minus bare Envoy's, and per wasm VM (one per module per thread: the main \
@@ -387,12 +431,13 @@ fn render(measured: &[Measured], seconds: u64, rounds: usize, headers: &[String]
             .collect::<Vec<_>>()
             .join(" ")
     ));
-    out.push_str("| scenario | module size | requests/s | p50 µs | p99 µs | µs added | × floor | vs native | RSS added (per VM) |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| scenario | module size | requests/s | p50 µs | p99 µs | Envoy CPU µs/req | µs added | × floor | vs native | RSS added (per VM) |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for (i, m) in measured.iter().enumerate() {
         let rps = stat(&m.samples, |s| s.rps);
         let p50 = stat(&m.samples, |s| s.p50_us);
         let p99 = stat(&m.samples, |s| s.p99_us);
+        let cpu = spread(&m.cpu_us);
         let added = added_of(i);
         let size: u64 = m.spec.modules.iter().map(|name| module_size(name)).sum();
         let size = if m.spec.modules.is_empty() {
@@ -430,11 +475,12 @@ fn render(measured: &[Measured], seconds: u64, rounds: usize, headers: &[String]
             _ => "–".into(),
         };
         out.push_str(&format!(
-            "| {} | {size} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {} | {times_floor} | {vs_native} | {rss} |\n",
+            "| {} | {size} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.1} ({:.1}–{:.1}) | {} | {times_floor} | {vs_native} | {rss} |\n",
             m.spec.name,
             rps.0, rps.1, rps.2,
             p50.0, p50.1, p50.2,
             p99.0, p99.1, p99.2,
+            cpu.0, cpu.1, cpu.2,
             if m.spec.role == Role::Baseline { "–".to_string() } else { format!("{added:.1}") },
         ));
     }
