@@ -4,7 +4,8 @@
 //! ([`crate::chain`]). The filters' code is unchanged: they run exactly as they do in
 //! modules of their own, except that resuming a stream and setting the tick period go
 //! through `meshward_filter_common::host::flow`, which the bundle collects after every
-//! call into a filter.
+//! call into a filter, and the request head is read from the host once per callback
+//! and shared by the stages (`host::request::sharing`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use meshward_filter_common::host::clock::HostClock;
 use meshward_filter_common::host::flow::{self, Stream};
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::plugin;
+use meshward_filter_common::host::request;
 use meshward_idempotency::filter::IdempotencyRoot;
 use meshward_ratelimit::filter::RateLimitRoot;
 use meshward_trace_inject::filter::TraceInjectRoot;
@@ -130,7 +132,7 @@ impl Shared {
             let step = match request.try_borrow_mut() {
                 Ok(mut request) => {
                     let Request { stages, chain } = &mut *request;
-                    chain.resume(&mut StageContexts(stages, self), half, stage)
+                    request::sharing(|| chain.resume(&mut StageContexts(stages, self), half, stage))
                 }
                 Err(_) => {
                     log::warn("meshward bundle: a resumption arrived while its request was busy; resuming it as is");
@@ -299,7 +301,7 @@ impl BundleHttp {
         let step = match self.request.try_borrow_mut() {
             Ok(mut request) => {
                 let Request { stages, chain } = &mut *request;
-                chain.enter(&mut StageContexts(stages, &self.shared), phase)
+                request::sharing(|| chain.enter(&mut StageContexts(stages, &self.shared), phase))
             }
             Err(_) => Step::Continue, // unreachable: the host does not re-enter a context
         };

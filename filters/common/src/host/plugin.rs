@@ -17,6 +17,9 @@ pub fn set_headers<N: AsRef<str>, V: AsRef<str>>(
 ) {
     for (name, value) in headers {
         let _ = proxy_wasm::hostcalls::set_map_value(map, name.as_ref(), Some(value.as_ref()));
+        if map == MapType::HttpRequestHeaders {
+            crate::host::request::edited(name.as_ref(), Some(value.as_ref()));
+        }
     }
 }
 
@@ -24,6 +27,9 @@ pub fn set_headers<N: AsRef<str>, V: AsRef<str>>(
 pub fn remove_headers<N: AsRef<str>>(map: MapType, names: impl IntoIterator<Item = N>) {
     for name in names {
         let _ = proxy_wasm::hostcalls::set_map_value(map, name.as_ref(), None);
+        if map == MapType::HttpRequestHeaders {
+            crate::host::request::edited(name.as_ref(), None);
+        }
     }
 }
 
