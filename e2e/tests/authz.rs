@@ -5,7 +5,9 @@
 //! modes, exact RFC 6750 challenges and problem+json bodies, claim rules with a shadow
 //! rule, the verified-token cache, requests paused while keys load (and not stranded
 //! when the client that triggered the fetch goes away), fetch timeouts, an unknown
-//! cluster, config rejection.
+//! cluster, config rejection. Every test runs twice, against the filter's own module
+//! (`separate::…`) and against the bundle `meshward_bundle` with only its `authz`
+//! section (`bundle::…`), with the same assertions.
 //!
 //! Every local reply costs about a second here: the harness client reads to EOF and
 //! Envoy holds a connection it closes for `delayed_close_timeout` (1 s).
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use meshward_e2e::stats::prometheus_value;
 use meshward_e2e::{
-    Bootstrap, Envoy, EnvoyOptions, JwksServer, RecordedRequest, RecordingUpstream, Request,
-    Response,
+    Bootstrap, Envoy, EnvoyOptions, JwksServer, Packaging, RecordedRequest, RecordingUpstream,
+    Request, Response,
 };
 use meshward_jwt_testkit::{jwks, now_secs, Alg, Signer};
 use serde_json::{json, Value};
@@ -33,16 +35,17 @@ struct Authz {
     envoy: Envoy,
 }
 
-/// Envoy with the authz filter configured by `config` in front of a recording upstream,
-/// plus a `jwks` cluster pointing at `jwks_port` when given.
-fn start(config: &Value, jwks_port: Option<u16>, workers: u32) -> Authz {
+/// Envoy with the authz filter (packaged as `packaging` says) configured by `config` in
+/// front of a recording upstream, plus a `jwks` cluster pointing at `jwks_port` when
+/// given.
+fn start(packaging: Packaging, config: &Value, jwks_port: Option<u16>, workers: u32) -> Authz {
     let upstream = RecordingUpstream::start().expect("upstream");
     let mut bootstrap = Bootstrap::new(upstream.port());
     if let Some(port) = jwks_port {
         bootstrap = bootstrap.cluster("jwks", port);
     }
     let bootstrap = bootstrap
-        .meshward_filter("meshward_authz", &config.to_string())
+        .packaged_filter(packaging, "meshward_authz", &config.to_string())
         .expect("module built (cargo xtask build-wasm)");
     let envoy = Envoy::start(
         &bootstrap,
@@ -198,8 +201,9 @@ fn settled_fetches(server: &JwksServer) -> usize {
     panic!("JWKS fetches kept arriving for 10 s: {}", server.fetches());
 }
 
-#[test]
-fn verified_tokens_reach_the_upstream_with_identity_headers_and_forged_ones_never_do() {
+fn verified_tokens_reach_the_upstream_with_identity_headers_and_forged_ones_never_do(
+    packaging: Packaging,
+) {
     let rsa = Signer::generate_in_slot(Alg::RS256, "rsa-1", 0);
     let ec = Signer::generate(Alg::ES256, "ec-1");
     let partner = Signer::generate(Alg::EdDSA, "partner-1");
@@ -222,7 +226,7 @@ fn verified_tokens_reach_the_upstream_with_identity_headers_and_forged_ones_neve
             {"name": "api", "action": "allow"}
         ]
     });
-    let authz = start(&config, Some(server.port()), 2);
+    let authz = start(packaging, &config, Some(server.port()), 2);
 
     // RS256, remote keys: claims as headers, an array claim joined by commas, the
     // principal, the token itself forwarded (no stripToken), forged copies gone.
@@ -333,8 +337,7 @@ fn verified_tokens_reach_the_upstream_with_identity_headers_and_forged_ones_neve
     assert_eq!(authz.counter("allowed"), 6);
 }
 
-#[test]
-fn a_rotated_key_is_accepted_after_exactly_one_refetch() {
+fn a_rotated_key_is_accepted_after_exactly_one_refetch(packaging: Packaging) {
     let a = Signer::generate_in_slot(Alg::RS256, "key-a", 0);
     let b = Signer::generate_in_slot(Alg::RS256, "key-b", 1);
     let server = JwksServer::start(&jwks(&[&a])).unwrap();
@@ -343,7 +346,7 @@ fn a_rotated_key_is_accepted_after_exactly_one_refetch() {
         "providers": [main_provider(remote_jwks("300s", "1s", "30s"))]
     });
     // One worker: re-fetches are per worker VM, so one worker makes the count exact.
-    let authz = start(&config, Some(server.port()), 1);
+    let authz = start(packaging, &config, Some(server.port()), 1);
 
     let alice = a.sign(&claims("alice", json!({})));
     let response = authz.send(bearer("/", &alice));
@@ -402,8 +405,7 @@ fn a_rotated_key_is_accepted_after_exactly_one_refetch() {
     );
 }
 
-#[test]
-fn the_last_good_keys_stay_in_force_when_the_jwks_endpoint_goes_down() {
+fn the_last_good_keys_stay_in_force_when_the_jwks_endpoint_goes_down(packaging: Packaging) {
     let a = Signer::generate_in_slot(Alg::RS256, "key-a", 0);
     let server = JwksServer::start(&jwks(&[&a])).unwrap();
     // Refreshes are due 1.8 s after each load and retried every second.
@@ -411,7 +413,7 @@ fn the_last_good_keys_stay_in_force_when_the_jwks_endpoint_goes_down() {
         "realm": REALM,
         "providers": [main_provider(remote_jwks("2s", "1s", "30s"))]
     });
-    let authz = start(&config, Some(server.port()), 2);
+    let authz = start(packaging, &config, Some(server.port()), 2);
     let response = authz.send(bearer("/", &a.sign(&claims("u0", json!({})))));
     assert_eq!(response.status, 200, "{}", response.body_text());
 
@@ -439,8 +441,9 @@ fn the_last_good_keys_stay_in_force_when_the_jwks_endpoint_goes_down() {
     assert_eq!(authz.counter("provider.main.verified"), 7);
 }
 
-#[test]
-fn failure_mode_deny_answers_503_while_the_keys_cannot_be_loaded_then_recovers() {
+fn failure_mode_deny_answers_503_while_the_keys_cannot_be_loaded_then_recovers(
+    packaging: Packaging,
+) {
     let a = Signer::generate_in_slot(Alg::RS256, "key-a", 0);
     let server = JwksServer::start(&jwks(&[&a])).unwrap();
     server.set_failing(true);
@@ -449,7 +452,7 @@ fn failure_mode_deny_answers_503_while_the_keys_cannot_be_loaded_then_recovers()
         "failureMode": "deny",
         "providers": [main_provider(remote_jwks("300s", "1s", "30s"))]
     });
-    let authz = start(&config, Some(server.port()), 2);
+    let authz = start(packaging, &config, Some(server.port()), 2);
     let token = a.sign(&claims("alice", json!({})));
 
     let response = authz.send(bearer("/", &token));
@@ -488,8 +491,9 @@ fn failure_mode_deny_answers_503_while_the_keys_cannot_be_loaded_then_recovers()
     assert!(authz.counter("provider.main.jwks_fetch_ok") >= 1);
 }
 
-#[test]
-fn failure_mode_allow_lets_requests_through_without_identity_when_keys_cannot_be_loaded() {
+fn failure_mode_allow_lets_requests_through_without_identity_when_keys_cannot_be_loaded(
+    packaging: Packaging,
+) {
     let a = Signer::generate_in_slot(Alg::RS256, "key-a", 0);
     let server = JwksServer::start(&jwks(&[&a])).unwrap();
     server.stop(); // connection refused from the start
@@ -498,7 +502,7 @@ fn failure_mode_allow_lets_requests_through_without_identity_when_keys_cannot_be
         "failureMode": "allow",
         "providers": [main_provider(remote_jwks("300s", "1s", "30s"))]
     });
-    let authz = start(&config, Some(server.port()), 2);
+    let authz = start(packaging, &config, Some(server.port()), 2);
 
     let token = a.sign(&claims("alice", json!({"scope": "orders:write"})));
     let response = authz.send(with_forged_identity(bearer("/", &token)));
@@ -527,8 +531,7 @@ fn failure_mode_allow_lets_requests_through_without_identity_when_keys_cannot_be
     assert_eq!(server.fetches(), 0);
 }
 
-#[test]
-fn challenges_and_problem_bodies_are_exact() {
+fn challenges_and_problem_bodies_are_exact(packaging: Packaging) {
     let key = Signer::generate(Alg::ES256, "ec-1");
     let config = json!({
         "realm": REALM,
@@ -540,7 +543,7 @@ fn challenges_and_problem_bodies_are_exact() {
             "claims": [{"claim": "role", "equals": "staff"}]
         }]
     });
-    let authz = start(&config, None, 2);
+    let authz = start(packaging, &config, None, 2);
 
     // RFC 6750 §3.1: no credentials, no error code.
     let response = authz.send(Request::get("/staff/rota"));
@@ -640,8 +643,7 @@ fn challenges_and_problem_bodies_are_exact() {
     }
 }
 
-#[test]
-fn claim_rules_decide_in_order_and_a_shadow_rule_only_counts() {
+fn claim_rules_decide_in_order_and_a_shadow_rule_only_counts(packaging: Packaging) {
     let key = Signer::generate(Alg::ES256, "ec-1");
     let config = json!({
         "realm": REALM,
@@ -658,7 +660,7 @@ fn claim_rules_decide_in_order_and_a_shadow_rule_only_counts() {
              "claims": [{"claim": "role", "in": ["admin", "ops"]}]}
         ]
     });
-    let authz = start(&config, None, 2);
+    let authz = start(packaging, &config, None, 2);
     let token = |sub: &str, extra: Value| key.sign(&claims(sub, extra));
     let post = |path: &str, token: &str| {
         Request::post(path, b"{}").header("authorization", &format!("Bearer {token}"))
@@ -742,13 +744,14 @@ fn claim_rules_decide_in_order_and_a_shadow_rule_only_counts() {
     );
 }
 
-#[test]
-fn repeated_tokens_are_served_from_the_verified_token_cache_until_they_expire() {
+fn repeated_tokens_are_served_from_the_verified_token_cache_until_they_expire(
+    packaging: Packaging,
+) {
     let key = Signer::generate(Alg::ES256, "ec-1");
     let mut provider = main_provider(json!({"inline": jwks(&[&key])}));
     provider["clockSkew"] = json!("1s");
     let config = json!({"realm": REALM, "providers": [provider]});
-    let authz = start(&config, None, 2);
+    let authz = start(packaging, &config, None, 2);
 
     let token = key.sign(&claims("alice", json!({})));
     for _ in 0..10 {
@@ -791,8 +794,7 @@ fn repeated_tokens_are_served_from_the_verified_token_cache_until_they_expire() 
     );
 }
 
-#[test]
-fn requests_arriving_while_the_keys_load_wait_for_them() {
+fn requests_arriving_while_the_keys_load_wait_for_them(packaging: Packaging) {
     let a = Signer::generate_in_slot(Alg::RS256, "key-a", 0);
     let server = JwksServer::start(&jwks(&[&a])).unwrap();
     server.hold(); // the start-up loads reach the server but get no answer yet
@@ -800,7 +802,7 @@ fn requests_arriving_while_the_keys_load_wait_for_them() {
         "realm": REALM,
         "providers": [main_provider(remote_jwks("300s", "1s", "30s"))]
     });
-    let authz = start(&config, Some(server.port()), 2);
+    let authz = start(packaging, &config, Some(server.port()), 2);
     assert!(server.wait_for_fetches(2, Duration::from_secs(10)));
 
     let port = authz.envoy.port();
@@ -829,8 +831,7 @@ fn requests_arriving_while_the_keys_load_wait_for_them() {
     );
 }
 
-#[test]
-fn a_hung_jwks_endpoint_answers_waiting_requests_after_the_fetch_timeout() {
+fn a_hung_jwks_endpoint_answers_waiting_requests_after_the_fetch_timeout(packaging: Packaging) {
     let a = Signer::generate_in_slot(Alg::RS256, "key-a", 0);
     let server = JwksServer::start(&jwks(&[&a])).unwrap();
     server.hold();
@@ -841,7 +842,7 @@ fn a_hung_jwks_endpoint_answers_waiting_requests_after_the_fetch_timeout() {
         "failureMode": "deny",
         "providers": [main_provider(keys)]
     });
-    let authz = start(&config, Some(server.port()), 2);
+    let authz = start(packaging, &config, Some(server.port()), 2);
     let token = a.sign(&claims("alice", json!({})));
 
     let started = Instant::now();
@@ -866,8 +867,7 @@ fn a_hung_jwks_endpoint_answers_waiting_requests_after_the_fetch_timeout() {
     assert_eq!(recovered.status, 200, "{}", recovered.body_text());
 }
 
-#[test]
-fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path() {
+fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path(packaging: Packaging) {
     let upstream = RecordingUpstream::start().unwrap();
     let key = Signer::generate(Alg::ES256, "ec-1");
     let cases = [
@@ -882,9 +882,15 @@ fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path() {
             "rules[0].providers[0]:",
         ),
     ];
+    // The bundle reports the same paths under its section (`authz.providers[0]…`), and
+    // Envoy names the plugin after the module that runs the filter.
+    let refused = format!(
+        "Unable to create Wasm plugin {}",
+        packaging.module("meshward_authz")
+    );
     for (config, expected) in cases {
         let bootstrap = Bootstrap::new(upstream.port())
-            .meshward_filter("meshward_authz", &config.to_string())
+            .packaged_filter(packaging, "meshward_authz", &config.to_string())
             .unwrap();
         let err = match Envoy::start(&bootstrap, &EnvoyOptions::default()) {
             Ok(_) => panic!("Envoy accepted {config}"),
@@ -895,14 +901,15 @@ fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path() {
             "expected {expected:?} in Envoy's log:\n{err}"
         );
         assert!(
-            err.contains("Unable to create Wasm plugin meshward_authz"),
+            err.contains(&refused),
             "Envoy must refuse the plugin:\n{err}"
         );
     }
 }
 
-#[test]
-fn a_client_that_gives_up_during_a_key_fetch_does_not_strand_the_requests_waiting_on_it() {
+fn a_client_that_gives_up_during_a_key_fetch_does_not_strand_the_requests_waiting_on_it(
+    packaging: Packaging,
+) {
     let a = Signer::generate_in_slot(Alg::RS256, "key-a", 0);
     let b = Signer::generate_in_slot(Alg::RS256, "key-b", 1);
     let server = JwksServer::start(&jwks(&[&a])).unwrap();
@@ -911,7 +918,7 @@ fn a_client_that_gives_up_during_a_key_fetch_does_not_strand_the_requests_waitin
         "providers": [main_provider(remote_jwks("300s", "1s", "30s"))]
     });
     // One worker, so both requests wait on the same VM's fetch.
-    let authz = start(&config, Some(server.port()), 1);
+    let authz = start(packaging, &config, Some(server.port()), 1);
     let response = authz.send(bearer("/", &a.sign(&claims("alice", json!({})))));
     assert_eq!(response.status, 200, "{}", response.body_text());
     let before = settled_fetches(&server);
@@ -954,8 +961,9 @@ fn a_client_that_gives_up_during_a_key_fetch_does_not_strand_the_requests_waitin
     assert_eq!(response.status, 200, "{}", response.body_text());
 }
 
-#[test]
-fn a_jwks_cluster_envoy_does_not_know_answers_503_at_once_and_counts_failures() {
+fn a_jwks_cluster_envoy_does_not_know_answers_503_at_once_and_counts_failures(
+    packaging: Packaging,
+) {
     let a = Signer::generate(Alg::ES256, "key-a");
     let mut keys = remote_jwks("300s", "1ms", "30s");
     keys["remote"]["cluster"] = json!("no-such-cluster");
@@ -964,7 +972,7 @@ fn a_jwks_cluster_envoy_does_not_know_answers_503_at_once_and_counts_failures() 
         "failureMode": "deny",
         "providers": [main_provider(keys)]
     });
-    let authz = start(&config, None, 2);
+    let authz = start(packaging, &config, None, 2);
     let token = a.sign(&claims("alice", json!({})));
     // With a 1 ms retry interval each request asks for a fetch; the dispatch is refused
     // and the request answered at once rather than at its deadline.
@@ -985,3 +993,19 @@ fn a_jwks_cluster_envoy_does_not_know_answers_503_at_once_and_counts_failures() 
         .log()
         .contains(r#"cannot call cluster "no-such-cluster""#));
 }
+
+meshward_e2e::packaged_tests!(
+    verified_tokens_reach_the_upstream_with_identity_headers_and_forged_ones_never_do,
+    a_rotated_key_is_accepted_after_exactly_one_refetch,
+    the_last_good_keys_stay_in_force_when_the_jwks_endpoint_goes_down,
+    failure_mode_deny_answers_503_while_the_keys_cannot_be_loaded_then_recovers,
+    failure_mode_allow_lets_requests_through_without_identity_when_keys_cannot_be_loaded,
+    challenges_and_problem_bodies_are_exact,
+    claim_rules_decide_in_order_and_a_shadow_rule_only_counts,
+    repeated_tokens_are_served_from_the_verified_token_cache_until_they_expire,
+    requests_arriving_while_the_keys_load_wait_for_them,
+    a_hung_jwks_endpoint_answers_waiting_requests_after_the_fetch_timeout,
+    envoy_refuses_an_invalid_config_and_the_error_names_the_json_path,
+    a_client_that_gives_up_during_a_key_fetch_does_not_strand_the_requests_waiting_on_it,
+    a_jwks_cluster_envoy_does_not_know_answers_503_at_once_and_counts_failures,
+);

@@ -1,7 +1,9 @@
 //! The idempotency filter in a real Envoy (2 workers) in front of a recording upstream:
 //! exactly-once execution under concurrency, byte-identical replays, payload
 //! mismatches, caller scoping, release on upstream failure, oversized responses, TTL,
-//! required keys, and bounded memory.
+//! required keys, and bounded memory. Every test runs twice, against the filter's own
+//! module (`separate::…`) and against the bundle `meshward_bundle` with only its
+//! `idempotency` section (`bundle::…`), with the same assertions.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,7 +12,8 @@ use std::time::Duration;
 use meshward_e2e::upstream::TRUNCATE_HEADER;
 
 use meshward_e2e::{
-    Bootstrap, Envoy, EnvoyOptions, RecordedRequest, RecordingUpstream, Reply, Request, Response,
+    Bootstrap, Envoy, EnvoyOptions, Packaging, RecordedRequest, RecordingUpstream, Reply, Request,
+    Response,
 };
 
 const CONFIG: &str = r#"{
@@ -66,10 +69,10 @@ fn upstream() -> RecordingUpstream {
     .unwrap()
 }
 
-fn start(config: &str) -> (RecordingUpstream, Envoy) {
+fn start(packaging: Packaging, config: &str) -> (RecordingUpstream, Envoy) {
     let upstream = upstream();
     let bootstrap = Bootstrap::new(upstream.port())
-        .meshward_filter("meshward_idempotency", config)
+        .packaged_filter(packaging, "meshward_idempotency", config)
         .unwrap();
     let envoy = Envoy::start(&bootstrap, &EnvoyOptions::default()).unwrap();
     (upstream, envoy)
@@ -86,9 +89,8 @@ fn send(envoy: &Envoy, request: Request) -> Response {
     request.send(envoy.port()).unwrap()
 }
 
-#[test]
-fn fifty_concurrent_identical_posts_execute_once() {
-    let (upstream, envoy) = start(CONFIG);
+fn fifty_concurrent_identical_posts_execute_once(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, CONFIG);
     let port = envoy.port();
     let responses: Vec<Response> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..50)
@@ -155,9 +157,8 @@ fn fifty_concurrent_identical_posts_execute_once() {
     );
 }
 
-#[test]
-fn same_key_different_body_is_422_and_leaves_the_record_alone() {
-    let (upstream, envoy) = start(CONFIG);
+fn same_key_different_body_is_422_and_leaves_the_record_alone(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, CONFIG);
     let first = send(&envoy, post("/orders", "k1", "{\"qty\":1}", "alice"));
     assert_eq!(first.status, 201);
     let mismatch = send(&envoy, post("/orders", "k1", "{\"qty\":2}", "alice"));
@@ -172,9 +173,8 @@ fn same_key_different_body_is_422_and_leaves_the_record_alone() {
     assert_eq!(upstream.hits(), 1);
 }
 
-#[test]
-fn one_key_from_two_principals_executes_twice() {
-    let (upstream, envoy) = start(CONFIG);
+fn one_key_from_two_principals_executes_twice(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, CONFIG);
     let alice = send(&envoy, post("/orders", "shared", "{}", "alice"));
     let bob = send(&envoy, post("/orders", "shared", "{}", "bob"));
     assert_eq!((alice.status, bob.status), (201, 201));
@@ -185,9 +185,8 @@ fn one_key_from_two_principals_executes_twice() {
     assert_eq!(upstream.hits(), 2);
 }
 
-#[test]
-fn an_upstream_reset_releases_the_key_so_a_retry_executes() {
-    let (upstream, envoy) = start(CONFIG);
+fn an_upstream_reset_releases_the_key_so_a_retry_executes(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, CONFIG);
     let failed = send(&envoy, post("/reset/orders", "k-reset", "{}", "alice"));
     assert_eq!(
         failed.status,
@@ -202,9 +201,8 @@ fn an_upstream_reset_releases_the_key_so_a_retry_executes() {
     assert_eq!(envoy.counter("wasmcustom.meshward.idempotency.released"), 1);
 }
 
-#[test]
-fn an_upstream_dying_mid_response_executed_so_a_retry_does_not_run_it_again() {
-    let (upstream, envoy) = start(CONFIG);
+fn an_upstream_dying_mid_response_executed_so_a_retry_does_not_run_it_again(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, CONFIG);
     // The upstream answered 200 and died 100 bytes into 1000: the client sees a broken
     // response, but the request was executed.
     let _ = post("/cut", "k-cut", "{}", "alice").send(envoy.port());
@@ -219,9 +217,8 @@ fn an_upstream_dying_mid_response_executed_so_a_retry_does_not_run_it_again() {
     assert_eq!(upstream.hits(), 1, "not executed twice");
 }
 
-#[test]
-fn a_client_that_gives_up_after_forwarding_keeps_the_key_locked() {
-    let (upstream, envoy) = start(r#"{"lockTimeout":"3s"}"#);
+fn a_client_that_gives_up_after_forwarding_keeps_the_key_locked(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, r#"{"lockTimeout":"3s"}"#);
     // The upstream takes 300 ms; the client leaves after 50 ms.
     post("/slow/x", "k-gone", "{}", "alice")
         .send_and_abandon(envoy.port(), Duration::from_millis(50))
@@ -238,9 +235,8 @@ fn a_client_that_gives_up_after_forwarding_keeps_the_key_locked() {
     assert!(upstream.hits() <= 2);
 }
 
-#[test]
-fn a_response_over_the_limit_is_delivered_but_not_replayed() {
-    let (upstream, envoy) = start(CONFIG);
+fn a_response_over_the_limit_is_delivered_but_not_replayed(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, CONFIG);
     let big = send(&envoy, post("/big", "k-big", "{}", "alice"));
     assert_eq!(big.status, 200);
     assert_eq!(big.body.len(), 100_000, "delivered in full");
@@ -258,9 +254,8 @@ fn a_response_over_the_limit_is_delivered_but_not_replayed() {
     );
 }
 
-#[test]
-fn after_the_ttl_the_key_executes_again() {
-    let (upstream, envoy) = start(r#"{"ttl":"2s"}"#);
+fn after_the_ttl_the_key_executes_again(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, r#"{"ttl":"2s"}"#);
     assert_eq!(send(&envoy, post("/x", "k-ttl", "{}", "alice")).status, 201);
     assert_eq!(
         send(&envoy, post("/x", "k-ttl", "{}", "alice")).header("idempotent-replayed"),
@@ -273,9 +268,10 @@ fn after_the_ttl_the_key_executes_again() {
     assert_eq!(upstream.hits(), 2);
 }
 
-#[test]
-fn a_required_key_missing_or_malformed_is_400_and_nothing_reaches_the_upstream() {
-    let (upstream, envoy) = start(CONFIG);
+fn a_required_key_missing_or_malformed_is_400_and_nothing_reaches_the_upstream(
+    packaging: Packaging,
+) {
+    let (upstream, envoy) = start(packaging, CONFIG);
     // Refused from the headers alone, before any body is read: bodiless requests here,
     // because a client still writing a body can see the early reply as a reset.
     let missing = send(&envoy, Request::post("/orders", b""));
@@ -299,9 +295,8 @@ fn a_required_key_missing_or_malformed_is_400_and_nothing_reaches_the_upstream()
     assert_eq!(upstream.hits(), 2);
 }
 
-#[test]
-fn memory_stays_bounded_with_100k_distinct_keys() {
-    let (_upstream, envoy) = start(r#"{"maxEntries":1000,"maxStoredBytes":1000000}"#);
+fn memory_stays_bounded_with_100k_distinct_keys(packaging: Packaging) {
+    let (_upstream, envoy) = start(packaging, r#"{"maxEntries":1000,"maxStoredBytes":1000000}"#);
     let port = envoy.port();
     let run = |prefix: &str, count: usize| {
         let next = AtomicUsize::new(0);
@@ -348,9 +343,8 @@ fn concurrent(envoy: &Envoy, count: usize, request: impl Fn() -> Request + Sync)
     })
 }
 
-#[test]
-fn with_in_flight_wait_duplicates_get_the_result_instead_of_409() {
-    let (upstream, envoy) = start(r#"{"inFlightWait":"3s"}"#);
+fn with_in_flight_wait_duplicates_get_the_result_instead_of_409(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, r#"{"inFlightWait":"3s"}"#);
     let responses = concurrent(&envoy, 20, || post("/slow/pay", "k-wait", "{}", "alice"));
     assert_eq!(upstream.hits(), 1);
     assert!(
@@ -375,9 +369,8 @@ fn with_in_flight_wait_duplicates_get_the_result_instead_of_409() {
     );
 }
 
-#[test]
-fn a_short_in_flight_wait_ends_in_409() {
-    let (upstream, envoy) = start(r#"{"inFlightWait":"100ms"}"#);
+fn a_short_in_flight_wait_ends_in_409(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, r#"{"inFlightWait":"100ms"}"#);
     let responses = concurrent(&envoy, 5, || post("/slower/pay", "k-short", "{}", "alice"));
     assert_eq!(upstream.hits(), 1);
     assert_eq!(
@@ -387,9 +380,8 @@ fn a_short_in_flight_wait_ends_in_409() {
     );
 }
 
-#[test]
-fn a_waiting_duplicate_executes_when_the_first_attempt_is_released() {
-    let (upstream, envoy) = start(r#"{"inFlightWait":"3s"}"#);
+fn a_waiting_duplicate_executes_when_the_first_attempt_is_released(packaging: Packaging) {
+    let (upstream, envoy) = start(packaging, r#"{"inFlightWait":"3s"}"#);
     // The first attempt is reset after 300 ms (Envoy answers 503, the key is released);
     // one waiting duplicate then executes, and the others get its stored result.
     let responses = concurrent(&envoy, 4, || {
@@ -413,12 +405,11 @@ fn a_waiting_duplicate_executes_when_the_first_attempt_is_released() {
     );
 }
 
-#[test]
-fn requests_with_trailers_are_reserved_too() {
+fn requests_with_trailers_are_reserved_too(packaging: Packaging) {
     // HTTP/1.1 trailers reach filters only when the connection manager enables them.
     let upstream = upstream();
     let bootstrap = Bootstrap::new(upstream.port())
-        .meshward_filter("meshward_idempotency", CONFIG)
+        .packaged_filter(packaging, "meshward_idempotency", CONFIG)
         .unwrap();
     let mut config = bootstrap.to_json();
     config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -451,3 +442,20 @@ fn requests_with_trailers_are_reserved_too() {
     let replay = with_trailers().send(port).unwrap();
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
 }
+
+meshward_e2e::packaged_tests!(
+    fifty_concurrent_identical_posts_execute_once,
+    same_key_different_body_is_422_and_leaves_the_record_alone,
+    one_key_from_two_principals_executes_twice,
+    an_upstream_reset_releases_the_key_so_a_retry_executes,
+    an_upstream_dying_mid_response_executed_so_a_retry_does_not_run_it_again,
+    a_client_that_gives_up_after_forwarding_keeps_the_key_locked,
+    a_response_over_the_limit_is_delivered_but_not_replayed,
+    after_the_ttl_the_key_executes_again,
+    a_required_key_missing_or_malformed_is_400_and_nothing_reaches_the_upstream,
+    memory_stays_bounded_with_100k_distinct_keys,
+    with_in_flight_wait_duplicates_get_the_result_instead_of_409,
+    a_short_in_flight_wait_ends_in_409,
+    a_waiting_duplicate_executes_when_the_first_attempt_is_released,
+    requests_with_trailers_are_reserved_too,
+);

@@ -5,7 +5,10 @@
 //! over both execute once; 5xx releases and "completed, not stored" hold across
 //! replicas; with Valkey stopped or not answering each replica follows its
 //! `failureMode` within its timeout and counts the errors, and after a Valkey restart
-//! everything works again without restarting Envoy or the store.
+//! everything works again without restarting Envoy or the store. Every test runs
+//! twice, with the filter's own module (`separate::…`) and with the bundle
+//! `meshward_bundle` holding only its `idempotency` section (`bundle::…`), with the
+//! same assertions.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +20,8 @@ use meshward_control_plane::server::{
 use meshward_e2e::upstream::TRUNCATE_HEADER;
 use meshward_e2e::valkey::Valkey;
 use meshward_e2e::{
-    Bootstrap, Envoy, EnvoyOptions, RecordedRequest, RecordingUpstream, Reply, Request, Response,
+    Bootstrap, Envoy, EnvoyOptions, Packaging, RecordedRequest, RecordingUpstream, Reply, Request,
+    Response,
 };
 
 /// The filter's per-call timeout (`store.timeout`).
@@ -141,12 +145,17 @@ fn upstream() -> RecordingUpstream {
     .unwrap()
 }
 
-/// One replica: listener → upstream, the idempotency filter, and the `meshward-store`
-/// cluster (HTTP/2) to the store.
-fn replica(upstream: &RecordingUpstream, store_port: u16, config: &str) -> Envoy {
+/// One replica: listener → upstream, the idempotency filter (packaged as `packaging`
+/// says), and the `meshward-store` cluster (HTTP/2) to the store.
+fn replica(
+    packaging: Packaging,
+    upstream: &RecordingUpstream,
+    store_port: u16,
+    config: &str,
+) -> Envoy {
     let bootstrap = Bootstrap::new(upstream.port())
         .grpc_cluster("meshward-store", store_port)
-        .meshward_filter("meshward_idempotency", config)
+        .packaged_filter(packaging, "meshward_idempotency", config)
         .unwrap();
     Envoy::start(&bootstrap, &EnvoyOptions::default()).unwrap()
 }
@@ -160,12 +169,17 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn start(config_a: &str, config_b: &str, redis_timeout: Duration) -> Fixture {
+    fn start(
+        packaging: Packaging,
+        config_a: &str,
+        config_b: &str,
+        redis_timeout: Duration,
+    ) -> Fixture {
         let valkey = Valkey::start().unwrap();
         let store = Store::start(&valkey, redis_timeout);
         let upstream = upstream();
-        let a = replica(&upstream, store.port(), config_a);
-        let b = replica(&upstream, store.port(), config_b);
+        let a = replica(packaging, &upstream, store.port(), config_a);
+        let b = replica(packaging, &upstream, store.port(), config_b);
         Fixture {
             valkey,
             store,
@@ -175,8 +189,8 @@ impl Fixture {
         }
     }
 
-    fn both(config: &str) -> Fixture {
-        Self::start(config, config, Duration::from_millis(50))
+    fn both(packaging: Packaging, config: &str) -> Fixture {
+        Self::start(packaging, config, config, Duration::from_millis(50))
     }
 }
 
@@ -191,9 +205,8 @@ fn counter(envoy: &Envoy, what: &str) -> u64 {
     envoy.counter(&format!("wasmcustom.meshward.idempotency.{what}"))
 }
 
-#[test]
-fn a_retry_on_the_other_replica_replays_the_first_response() {
-    let f = Fixture::both(&config("deny", ""));
+fn a_retry_on_the_other_replica_replays_the_first_response(packaging: Packaging) {
+    let f = Fixture::both(packaging, &config("deny", ""));
     let first = post("/orders", "k-ab", "{\"qty\":1}")
         .send(f.a.port())
         .unwrap();
@@ -239,9 +252,8 @@ fn a_retry_on_the_other_replica_replays_the_first_response() {
     }
 }
 
-#[test]
-fn forty_concurrent_duplicates_over_two_replicas_execute_once() {
-    let f = Fixture::both(&config("deny", ""));
+fn forty_concurrent_duplicates_over_two_replicas_execute_once(packaging: Packaging) {
+    let f = Fixture::both(packaging, &config("deny", ""));
     let ports = [f.a.port(), f.b.port()];
     let responses: Vec<Response> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..40)
@@ -295,9 +307,8 @@ fn forty_concurrent_duplicates_over_two_replicas_execute_once() {
     assert_eq!(counter(&f.a, "executions") + counter(&f.b, "executions"), 1);
 }
 
-#[test]
-fn a_5xx_on_one_replica_releases_the_key_for_a_retry_on_the_other() {
-    let f = Fixture::both(&config("deny", ""));
+fn a_5xx_on_one_replica_releases_the_key_for_a_retry_on_the_other(packaging: Packaging) {
+    let f = Fixture::both(packaging, &config("deny", ""));
     let failed = post("/fail/orders", "k-5xx", "{}")
         .send(f.a.port())
         .unwrap();
@@ -316,9 +327,8 @@ fn a_5xx_on_one_replica_releases_the_key_for_a_retry_on_the_other() {
     assert_eq!(replay.body, retry.body);
 }
 
-#[test]
-fn completed_not_stored_on_one_replica_is_409_on_the_other() {
-    let f = Fixture::both(&config("deny", ""));
+fn completed_not_stored_on_one_replica_is_409_on_the_other(packaging: Packaging) {
+    let f = Fixture::both(packaging, &config("deny", ""));
     let big = post("/big", "k-big", "{}").send(f.a.port()).unwrap();
     assert_eq!(
         (big.status, big.body.len()),
@@ -351,16 +361,15 @@ fn completed_not_stored_on_one_replica_is_409_on_the_other() {
 /// The store refuses a response the filter would store (here: a body over the store's
 /// `--store-max-response-bytes`): the record becomes "completed, not stored" (as with
 /// the embedded store), not a lock that a retry waits out and then executes again.
-#[test]
-fn a_response_the_store_refuses_is_completed_not_stored() {
+fn a_response_the_store_refuses_is_completed_not_stored(packaging: Packaging) {
     let valkey = Valkey::start().unwrap();
     let mut options = StoreOptions::on("127.0.0.1:0".parse().unwrap());
     options.max_response_bytes = 1_000;
     let store = Store::start_with(&valkey, Duration::from_millis(50), options);
     let upstream = upstream();
     let config = config("deny", r#", "lockTimeout": "60s""#);
-    let a = replica(&upstream, store.port(), &config);
-    let b = replica(&upstream, store.port(), &config);
+    let a = replica(packaging, &upstream, store.port(), &config);
+    let b = replica(packaging, &upstream, store.port(), &config);
     let first = post("/mid", "k-mid", "{}").send(a.port()).unwrap();
     assert_eq!((first.status, first.body.len()), (200, 2_000), "delivered");
     // The second `Complete` ("not stored") is not waited for: give it its round trip.
@@ -386,9 +395,10 @@ fn a_response_the_store_refuses_is_completed_not_stored() {
     drop((a, b, upstream, store, valkey));
 }
 
-#[test]
-fn an_upstream_dying_mid_response_on_one_replica_is_not_run_again_on_the_other() {
-    let f = Fixture::both(&config("deny", ""));
+fn an_upstream_dying_mid_response_on_one_replica_is_not_run_again_on_the_other(
+    packaging: Packaging,
+) {
+    let f = Fixture::both(packaging, &config("deny", ""));
     // Executed, but the response broke: the client sees a failure.
     let _ = post("/cut", "k-cut", "{}").send(f.a.port());
     assert_eq!(f.upstream.hits(), 1);
@@ -411,9 +421,8 @@ fn an_upstream_dying_mid_response_on_one_replica_is_not_run_again_on_the_other()
     assert_eq!(f.upstream.hits(), 1, "not executed twice");
 }
 
-#[test]
-fn with_in_flight_wait_duplicates_on_the_other_replica_get_the_result() {
-    let f = Fixture::both(&config("deny", r#", "inFlightWait": "3s""#));
+fn with_in_flight_wait_duplicates_on_the_other_replica_get_the_result(packaging: Packaging) {
+    let f = Fixture::both(packaging, &config("deny", r#", "inFlightWait": "3s""#));
     let ports = [f.a.port(), f.b.port()];
     let responses: Vec<Response> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..6)
@@ -453,11 +462,13 @@ fn timed_posts(envoy: &Envoy, prefix: &str, count: usize) -> (Vec<u16>, Duration
     (statuses, slowest)
 }
 
-#[test]
-fn valkey_stopped_each_replica_follows_its_failure_mode_within_the_timeout_and_recovers() {
+fn valkey_stopped_each_replica_follows_its_failure_mode_within_the_timeout_and_recovers(
+    packaging: Packaging,
+) {
     // The store's own Redis timeout (1 s) is longer than the filter's (100 ms): while
     // Valkey does not answer, it is the filter's timeout that bounds every request.
     let mut f = Fixture::start(
+        packaging,
         &config("deny", ""),
         &config("allow", ""),
         Duration::from_secs(1),
@@ -548,14 +559,15 @@ fn valkey_stopped_each_replica_follows_its_failure_mode_within_the_timeout_and_r
     assert!(slowest < bound, "{slowest:?}");
 }
 
-#[test]
-fn a_missing_cluster_or_a_store_that_refuses_connections_follows_failure_mode() {
+fn a_missing_cluster_or_a_store_that_refuses_connections_follows_failure_mode(
+    packaging: Packaging,
+) {
     let upstream = upstream();
     // A names a cluster Envoy does not have; B's `meshward-store` is port 1, where
     // nothing listens.
     let missing = config("deny", "").replace("\"meshward-store\"", "\"no-such-cluster\"");
-    let a = replica(&upstream, 1, &missing);
-    let b = replica(&upstream, 1, &config("allow", ""));
+    let a = replica(packaging, &upstream, 1, &missing);
+    let b = replica(packaging, &upstream, 1, &config("allow", ""));
     for i in 0..3 {
         let start = Instant::now();
         let denied = post("/orders", &format!("k{i}"), "{}")
@@ -574,15 +586,24 @@ fn a_missing_cluster_or_a_store_that_refuses_connections_follows_failure_mode() 
 }
 
 /// Per-request latency, remote store vs the embedded one, on this machine (not a
-/// benchmark: sequential requests, debug-free Envoy, everything on one host). Prints
-/// the figures; run with `--ignored --nocapture`.
+/// benchmark: sequential requests, debug-free Envoy, everything on one host), with
+/// each packaging in turn. Prints the figures; run with `--ignored --nocapture`. Not
+/// in [`meshward_e2e::packaged_tests!`], whose tests cannot be `#[ignore]`d.
 #[test]
 #[ignore]
 fn latency_remote_vs_local_store() {
-    let f = Fixture::both(&config("deny", ""));
+    for packaging in [Packaging::Separate, Packaging::Bundle] {
+        eprintln!("{packaging:?}:");
+        latency_remote_vs_local_store_with(packaging);
+    }
+}
+
+fn latency_remote_vs_local_store_with(packaging: Packaging) {
+    let f = Fixture::both(packaging, &config("deny", ""));
     let local = {
         let bootstrap = Bootstrap::new(f.upstream.port())
-            .meshward_filter(
+            .packaged_filter(
+                packaging,
                 "meshward_idempotency",
                 r#"{"routes": [{"name": "orders", "match": {"path": {"prefix": "/"}}, "key": "required"}], "maxResponseBytes": 4096}"#,
             )
@@ -626,3 +647,15 @@ fn latency_remote_vs_local_store() {
     show("local store: replay", &measure(&local, "lr", true));
     show("remote store: replay", &measure(&f.b, "rr", true));
 }
+
+meshward_e2e::packaged_tests!(
+    a_retry_on_the_other_replica_replays_the_first_response,
+    forty_concurrent_duplicates_over_two_replicas_execute_once,
+    a_5xx_on_one_replica_releases_the_key_for_a_retry_on_the_other,
+    completed_not_stored_on_one_replica_is_409_on_the_other,
+    a_response_the_store_refuses_is_completed_not_stored,
+    an_upstream_dying_mid_response_on_one_replica_is_not_run_again_on_the_other,
+    with_in_flight_wait_duplicates_on_the_other_replica_get_the_result,
+    valkey_stopped_each_replica_follows_its_failure_mode_within_the_timeout_and_recovers,
+    a_missing_cluster_or_a_store_that_refuses_connections_follows_failure_mode,
+);

@@ -1,13 +1,18 @@
 //! The rate-limit filter in a real Envoy (2 worker threads): exactness under
 //! concurrency, key separation, path scoping, shadow rules, response fields checked by
-//! an independent RFC 9651 parser, config rejection, bounded memory.
+//! an independent RFC 9651 parser, config rejection, bounded memory. Every test runs
+//! twice, against the filter's own module (`separate::…`) and against the bundle
+//! `meshward_bundle` with only its `ratelimit` section (`bundle::…`), with the same
+//! assertions.
 
-use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions, RecordingUpstream, Request, Response};
+use meshward_e2e::{
+    Bootstrap, Envoy, EnvoyOptions, Packaging, RecordingUpstream, Request, Response,
+};
 
-fn start(config: &str) -> (RecordingUpstream, Envoy) {
+fn start(packaging: Packaging, config: &str) -> (RecordingUpstream, Envoy) {
     let upstream = RecordingUpstream::start().expect("upstream");
     let bootstrap = Bootstrap::new(upstream.port())
-        .meshward_filter("meshward_ratelimit", config)
+        .packaged_filter(packaging, "meshward_ratelimit", config)
         .expect("module built");
     let envoy = Envoy::start(
         &bootstrap,
@@ -65,9 +70,9 @@ fn count(statuses: &[u16], code: u16) -> usize {
 
 const CAPACITY: usize = 40;
 
-fn exact_under_concurrency(limit: &str) {
+fn exact_under_concurrency(packaging: Packaging, limit: &str) {
     let config = format!(r#"{{"rules":[{{"name":"burst","limit":{limit}}}]}}"#);
-    let (upstream, envoy) = start(&config);
+    let (upstream, envoy) = start(packaging, &config);
     let statuses = burst(&envoy, 5 * CAPACITY, 16, |_| Request::get("/"));
     assert_eq!(statuses.len(), 5 * CAPACITY);
     assert_eq!(
@@ -95,30 +100,30 @@ fn exact_under_concurrency(limit: &str) {
     );
 }
 
-#[test]
-fn token_bucket_admits_exactly_its_capacity_across_workers() {
-    exact_under_concurrency(&format!(
-        r#"{{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":{CAPACITY}}}"#
-    ));
+fn token_bucket_admits_exactly_its_capacity_across_workers(packaging: Packaging) {
+    exact_under_concurrency(
+        packaging,
+        &format!(r#"{{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":{CAPACITY}}}"#),
+    );
 }
 
-#[test]
-fn gcra_admits_exactly_its_burst_across_workers() {
-    exact_under_concurrency(&format!(
-        r#"{{"algorithm":"gcra","requests":1,"per":"1h","burst":{CAPACITY}}}"#
-    ));
+fn gcra_admits_exactly_its_burst_across_workers(packaging: Packaging) {
+    exact_under_concurrency(
+        packaging,
+        &format!(r#"{{"algorithm":"gcra","requests":1,"per":"1h","burst":{CAPACITY}}}"#),
+    );
 }
 
-#[test]
-fn sliding_window_admits_exactly_its_limit_across_workers() {
-    exact_under_concurrency(&format!(
-        r#"{{"algorithm":"slidingWindow","requests":{CAPACITY},"per":"1h"}}"#
-    ));
+fn sliding_window_admits_exactly_its_limit_across_workers(packaging: Packaging) {
+    exact_under_concurrency(
+        packaging,
+        &format!(r#"{{"algorithm":"slidingWindow","requests":{CAPACITY},"per":"1h"}}"#),
+    );
 }
 
-#[test]
-fn client_addresses_have_separate_budgets() {
+fn client_addresses_have_separate_budgets(packaging: Packaging) {
     let (_upstream, envoy) = start(
+        packaging,
         r#"{"rules":[{"name":"per-ip","key":[{"type":"clientAddress"}],"limit":{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":2}}]}"#,
     );
     for ip in ["127.0.0.2", "127.0.0.3"] {
@@ -129,9 +134,9 @@ fn client_addresses_have_separate_budgets() {
     }
 }
 
-#[test]
-fn forwarded_for_addresses_have_separate_budgets() {
+fn forwarded_for_addresses_have_separate_budgets(packaging: Packaging) {
     let (_upstream, envoy) = start(
+        packaging,
         r#"{"rules":[{"name":"per-xff","key":[{"type":"clientAddress","source":"xForwardedFor","trustedHops":1}],"limit":{"algorithm":"gcra","requests":1,"per":"1h","burst":1}}]}"#,
     );
     // One trusted proxy appended the last entry; the client is the one before it.
@@ -142,9 +147,9 @@ fn forwarded_for_addresses_have_separate_budgets() {
     assert_eq!(status(&envoy, from("203.0.113.2")), 200);
 }
 
-#[test]
-fn header_values_have_separate_budgets_and_absent_keys_skip_the_rule() {
+fn header_values_have_separate_budgets_and_absent_keys_skip_the_rule(packaging: Packaging) {
     let (_upstream, envoy) = start(
+        packaging,
         r#"{"rules":[{"name":"per-key","key":[{"type":"header","name":"x-api-key"}],"limit":{"algorithm":"slidingWindow","requests":2,"per":"1h"}}]}"#,
     );
     let with_key = |key: &str| Request::get("/").header("x-api-key", key);
@@ -157,9 +162,9 @@ fn header_values_have_separate_budgets_and_absent_keys_skip_the_rule() {
     }
 }
 
-#[test]
-fn a_rule_scoped_to_one_path_does_not_touch_others() {
+fn a_rule_scoped_to_one_path_does_not_touch_others(packaging: Packaging) {
     let (upstream, envoy) = start(
+        packaging,
         r#"{"rules":[{"name":"login","match":{"path":{"exact":"/login"},"methods":["POST"]},"limit":{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":1}}]}"#,
     );
     assert_eq!(status(&envoy, Request::post("/login", b"{}")), 200);
@@ -188,9 +193,9 @@ fn a_rule_scoped_to_one_path_does_not_touch_others() {
     assert_eq!(upstream.hits(), 31);
 }
 
-#[test]
-fn shadow_rules_never_return_429_but_move_their_metric() {
+fn shadow_rules_never_return_429_but_move_their_metric(packaging: Packaging) {
     let (upstream, envoy) = start(
+        packaging,
         r#"{"rules":[{"name":"dry-run","shadow":true,"limit":{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":2}}]}"#,
     );
     let statuses = burst(&envoy, 20, 4, |_| Request::get("/"));
@@ -254,9 +259,9 @@ fn members(list: &sfv::List) -> Vec<(String, std::collections::BTreeMap<String, 
         .collect()
 }
 
-#[test]
-fn ratelimit_fields_parse_with_an_independent_structured_field_parser() {
+fn ratelimit_fields_parse_with_an_independent_structured_field_parser(packaging: Packaging) {
     let (_upstream, envoy) = start(
+        packaging,
         r#"{"responseHeaders":{"onAllowed":true},"rules":[
             {"name":"per-minute","limit":{"algorithm":"tokenBucket","requests":3,"per":"1m"}},
             {"name":"per-hour","limit":{"algorithm":"slidingWindow","requests":100,"per":"1h"}}
@@ -315,9 +320,9 @@ fn ratelimit_fields_parse_with_an_independent_structured_field_parser() {
     assert!(problem["type"].as_str().unwrap().starts_with("https://"));
 }
 
-#[test]
-fn legacy_headers_when_configured() {
+fn legacy_headers_when_configured(packaging: Packaging) {
     let (_upstream, envoy) = start(
+        packaging,
         r#"{"responseHeaders":{"legacy":true,"rateLimit":false},"rules":[{"name":"r","limit":{"algorithm":"gcra","requests":10,"per":"100s","burst":1}}]}"#,
     );
     assert_eq!(status(&envoy, Request::get("/")), 200);
@@ -334,9 +339,9 @@ fn legacy_headers_when_configured() {
     assert!(limited.header("ratelimit").is_none());
 }
 
-#[test]
-fn header_values_that_are_not_utf8_do_not_break_the_filter() {
+fn header_values_that_are_not_utf8_do_not_break_the_filter(packaging: Packaging) {
     let (upstream, envoy) = start(
+        packaging,
         r#"{"rules":[{"name":"per-key","key":[{"type":"header","name":"x-api-key"}],"limit":{"algorithm":"tokenBucket","requests":1,"per":"1h","burst":2}}]}"#,
     );
     // "caf\xe9" in Latin-1: legal obs-text in HTTP/1.1, not UTF-8.
@@ -363,8 +368,7 @@ fn header_values_that_are_not_utf8_do_not_break_the_filter() {
     );
 }
 
-#[test]
-fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path() {
+fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path(packaging: Packaging) {
     let upstream = RecordingUpstream::start().unwrap();
     let cases = [
         (
@@ -381,9 +385,15 @@ fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path() {
         ),
         ("not json", "(root):"),
     ];
+    // The bundle reports the same paths under its section (`ratelimit.rules[0]…`), and
+    // Envoy names the plugin after the module that runs the filter.
+    let refused = format!(
+        "Unable to create Wasm plugin {}",
+        packaging.module("meshward_ratelimit")
+    );
     for (config, expected) in cases {
         let bootstrap = Bootstrap::new(upstream.port())
-            .meshward_filter("meshward_ratelimit", config)
+            .packaged_filter(packaging, "meshward_ratelimit", config)
             .unwrap();
         let err = match Envoy::start(&bootstrap, &EnvoyOptions::default()) {
             Ok(_) => panic!("Envoy accepted {config}"),
@@ -394,15 +404,15 @@ fn envoy_refuses_an_invalid_config_and_the_error_names_the_json_path() {
             "expected {expected:?} in Envoy's log:\n{err}"
         );
         assert!(
-            err.contains("Unable to create Wasm plugin meshward_ratelimit"),
+            err.contains(&refused),
             "Envoy must refuse the plugin:\n{err}"
         );
     }
 }
 
-#[test]
-fn memory_stays_bounded_when_100k_distinct_keys_arrive() {
+fn memory_stays_bounded_when_100k_distinct_keys_arrive(packaging: Packaging) {
     let (_upstream, envoy) = start(
+        packaging,
         r#"{"maxKeys":1000,"rules":[{"name":"flood","key":[{"type":"header","name":"x-client"}],"limit":{"algorithm":"tokenBucket","requests":10,"per":"1m"}}]}"#,
     );
     // Warm up allocator pools and connection handling before the baseline.
@@ -425,3 +435,19 @@ fn memory_stays_bounded_when_100k_distinct_keys_arrive() {
     // One shared-data key per client would add well over 10 MB here.
     assert!(growth < 4 * 1024 * 1024, "heap grew by {growth} bytes");
 }
+
+meshward_e2e::packaged_tests!(
+    token_bucket_admits_exactly_its_capacity_across_workers,
+    gcra_admits_exactly_its_burst_across_workers,
+    sliding_window_admits_exactly_its_limit_across_workers,
+    client_addresses_have_separate_budgets,
+    forwarded_for_addresses_have_separate_budgets,
+    header_values_have_separate_budgets_and_absent_keys_skip_the_rule,
+    a_rule_scoped_to_one_path_does_not_touch_others,
+    shadow_rules_never_return_429_but_move_their_metric,
+    ratelimit_fields_parse_with_an_independent_structured_field_parser,
+    legacy_headers_when_configured,
+    header_values_that_are_not_utf8_do_not_break_the_filter,
+    envoy_refuses_an_invalid_config_and_the_error_names_the_json_path,
+    memory_stays_bounded_when_100k_distinct_keys_arrive,
+);

@@ -6,16 +6,27 @@
 //! - Valkey stopped → every request follows `failureMode` within the filter's timeout
 //!   (+100 ms), the errors are counted; Valkey back → exact limits again, without
 //!   restarting Envoy or the control plane.
+//!
+//! Every test runs twice, with the same assertions: `separate::…` has the control plane
+//! push the filter's own module over ECDS; `bundle::…` runs the bundle
+//! `meshward_bundle` with only its `ratelimit` section. The control plane's ECDS knows
+//! only the filters' own modules, so the bundle replicas get, from their bootstrap, the
+//! very configuration the control plane pushes for them (compiled from the same policy
+//! file by the control plane's own code); the rate-limit service, Valkey and
+//! everything after the filter stay the same.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use meshward_control_plane::policy::compile::{filter_config, Replica};
+use meshward_control_plane::policy::file_source::parse_file;
+use meshward_control_plane::policy::model::{Kind, Workload};
 use meshward_control_plane::server::{start_full, GlobalOptions, ModuleMode, Options, Running};
 use meshward_e2e::control_plane::ecds_bootstrap;
 use meshward_e2e::paths::wasm_dir;
 use meshward_e2e::valkey::Valkey;
-use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions, RecordingUpstream, Request};
+use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions, Packaging, RecordingUpstream, Request};
 
 const LIMIT: u64 = 10;
 /// The filter's call timeout in the policy below.
@@ -94,21 +105,47 @@ impl Drop for Services {
     }
 }
 
-/// A replica: its filters from the control plane, plus the static `meshward-rls`
-/// cluster (HTTP/2) the global mode calls.
-fn replica(services: &Services, upstream: &RecordingUpstream, node: &str) -> Envoy {
+/// The rate-limit filter's configuration the control plane pushes to a replica of
+/// `shop/orders` for `policy` (the `global.domain` it sets included).
+fn pushed_config(policy: &str) -> String {
+    let policies = parse_file("limits.yaml", policy).unwrap();
+    let workload = Workload {
+        namespace: "shop".into(),
+        name: "orders".into(),
+        labels: [("app".to_owned(), "orders".to_owned())].into(),
+    };
+    let replica = Replica { index: 0, count: 1 };
+    filter_config(&policies, Kind::RateLimit, &workload, replica).to_string()
+}
+
+/// A replica of `shop/orders` under `policy`, plus the static `meshward-rls` cluster
+/// (HTTP/2) the global mode calls. `Separate`: its filter comes from the control plane
+/// over ECDS; `Bundle`: the bundle with what the control plane would push.
+fn replica(
+    packaging: Packaging,
+    services: &Services,
+    upstream: &RecordingUpstream,
+    node: &str,
+    policy: &str,
+) -> Envoy {
     let running = services.running();
     let base = Bootstrap::new(upstream.port())
         .grpc_cluster("meshward-rls", running.rls_addr.unwrap().port());
-    let config = ecds_bootstrap(
-        &base,
-        running.xds_addr.port(),
-        node,
-        "shop",
-        "orders",
-        &[("app", "orders")],
-        &["meshward.ratelimit"],
-    );
+    let config = match packaging {
+        Packaging::Separate => ecds_bootstrap(
+            &base,
+            running.xds_addr.port(),
+            node,
+            "shop",
+            "orders",
+            &[("app", "orders")],
+            &["meshward.ratelimit"],
+        ),
+        Packaging::Bundle => base
+            .packaged_filter(packaging, "meshward_ratelimit", &pushed_config(policy))
+            .unwrap()
+            .to_json(),
+    };
     Envoy::start_config(&config, &EnvoyOptions::default()).unwrap()
 }
 
@@ -150,15 +187,17 @@ fn until_global(a: &Envoy, b: &Envoy) {
     }
 }
 
-#[test]
-fn a_burst_over_two_replicas_admits_exactly_the_limit_and_valkey_outages_follow_the_failure_mode() {
+fn a_burst_over_two_replicas_admits_exactly_the_limit_and_valkey_outages_follow_the_failure_mode(
+    packaging: Packaging,
+) {
     let mut valkey = Valkey::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("limits.yaml"), policy("deny")).unwrap();
+    let policy = policy("deny");
+    std::fs::write(dir.path().join("limits.yaml"), &policy).unwrap();
     let services = Services::start(dir.path(), &valkey);
     let upstream = RecordingUpstream::start().unwrap();
-    let a = replica(&services, &upstream, "orders-a");
-    let b = replica(&services, &upstream, "orders-b");
+    let a = replica(packaging, &services, &upstream, "orders-a", &policy);
+    let b = replica(packaging, &services, &upstream, "orders-b", &policy);
     until_global(&a, &b);
 
     // 5 × L requests of one client, concurrently, alternating replicas.
@@ -232,15 +271,15 @@ fn a_burst_over_two_replicas_admits_exactly_the_limit_and_valkey_outages_follow_
     }
 }
 
-#[test]
-fn failure_mode_allow_passes_while_the_service_is_unreachable() {
+fn failure_mode_allow_passes_while_the_service_is_unreachable(packaging: Packaging) {
     let mut valkey = Valkey::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("limits.yaml"), policy("allow")).unwrap();
+    let policy = policy("allow");
+    std::fs::write(dir.path().join("limits.yaml"), &policy).unwrap();
     let services = Services::start(dir.path(), &valkey);
     let upstream = RecordingUpstream::start().unwrap();
-    let a = replica(&services, &upstream, "orders-a");
-    let b = replica(&services, &upstream, "orders-b");
+    let a = replica(packaging, &services, &upstream, "orders-a", &policy);
+    let b = replica(packaging, &services, &upstream, "orders-b", &policy);
     until_global(&a, &b);
     valkey.stop().unwrap();
     let client = fresh_client();
@@ -253,3 +292,8 @@ fn failure_mode_allow_passes_while_the_service_is_unreachable() {
         );
     }
 }
+
+meshward_e2e::packaged_tests!(
+    a_burst_over_two_replicas_admits_exactly_the_limit_and_valkey_outages_follow_the_failure_mode,
+    failure_mode_allow_passes_while_the_service_is_unreachable,
+);

@@ -5,15 +5,19 @@
 //!
 //! The app copies its inbound headers verbatim onto each outbound call, so everything
 //! the upstream sees about the trace comes from the filter's work at the two hops.
+//!
+//! Every test runs twice, against the filter's own module (`separate::…`) and against
+//! the bundle `meshward_bundle` with only its `traceInject` section (`bundle::…`), with
+//! the same assertions.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use meshward_e2e::apps::careless_app;
-use meshward_e2e::bootstrap::meshward_filter;
 use meshward_e2e::{
-    Bootstrap, Envoy, EnvoyOptions, Listener, RecordedRequest, RecordingUpstream, Request, Response,
+    Bootstrap, Envoy, EnvoyOptions, Listener, Packaging, RecordedRequest, RecordingUpstream,
+    Request, Response,
 };
 
 const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -28,7 +32,7 @@ struct Mesh {
     inbound: u16,
 }
 
-fn mesh(config: &str) -> Mesh {
+fn mesh(packaging: Packaging, config: &str) -> Mesh {
     let upstream = RecordingUpstream::start().unwrap();
     let outbound_port = Arc::new(AtomicU16::new(0));
     let app = careless_app(outbound_port.clone()).unwrap();
@@ -39,7 +43,7 @@ fn mesh(config: &str) -> Mesh {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("access.log");
-    let filter = meshward_filter("meshward_trace_inject", config).unwrap();
+    let filter = packaging.filter("meshward_trace_inject", config).unwrap();
     let bootstrap = Bootstrap::empty()
         .cluster("app", app.port())
         .cluster("upstream", upstream.port())
@@ -118,9 +122,8 @@ impl Drop for Mesh {
     }
 }
 
-#[test]
-fn no_traceparent_gets_a_new_valid_one_and_a_request_id() {
-    let mesh = mesh("{}");
+fn no_traceparent_gets_a_new_valid_one_and_a_request_id(packaging: Packaging) {
+    let mesh = mesh(packaging, "{}");
     let response = mesh.send(Request::get("/"));
     let at_app = &mesh.app.requests()[0];
     let at_upstream = &mesh.upstream.requests()[0];
@@ -148,9 +151,10 @@ fn no_traceparent_gets_a_new_valid_one_and_a_request_id() {
     );
 }
 
-#[test]
-fn a_valid_context_keeps_its_trace_id_and_tracestate_with_new_parent_ids_per_hop() {
-    let mesh = mesh("{}");
+fn a_valid_context_keeps_its_trace_id_and_tracestate_with_new_parent_ids_per_hop(
+    packaging: Packaging,
+) {
+    let mesh = mesh(packaging, "{}");
     mesh.send(
         Request::get("/")
             .header("traceparent", PARENT)
@@ -178,9 +182,8 @@ fn a_valid_context_keeps_its_trace_id_and_tracestate_with_new_parent_ids_per_hop
     );
 }
 
-#[test]
-fn three_outbound_calls_share_the_trace_id_with_three_parent_ids() {
-    let mesh = mesh("{}");
+fn three_outbound_calls_share_the_trace_id_with_three_parent_ids(packaging: Packaging) {
+    let mesh = mesh(packaging, "{}");
     mesh.send(Request::get("/?calls=3").header("traceparent", PARENT));
     let calls = mesh.upstream.requests();
     assert_eq!(calls.len(), 3);
@@ -197,9 +200,8 @@ fn three_outbound_calls_share_the_trace_id_with_three_parent_ids() {
     assert!(!parents.contains(&inbound_span));
 }
 
-#[test]
-fn invalid_or_duplicated_traceparent_restarts_the_trace() {
-    let mesh = mesh("{}");
+fn invalid_or_duplicated_traceparent_restarts_the_trace(packaging: Packaging) {
+    let mesh = mesh(packaging, "{}");
     let invalid = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
     mesh.send(
         Request::get("/")
@@ -244,9 +246,8 @@ fn invalid_or_duplicated_traceparent_restarts_the_trace() {
     );
 }
 
-#[test]
-fn b3_only_requests_get_a_valid_traceparent_and_b3_when_configured() {
-    let mesh = mesh(r#"{"outbound":{"emit":["w3c","b3Multi"]}}"#);
+fn b3_only_requests_get_a_valid_traceparent_and_b3_when_configured(packaging: Packaging) {
+    let mesh = mesh(packaging, r#"{"outbound":{"emit":["w3c","b3Multi"]}}"#);
     mesh.send(
         Request::get("/").header("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
     );
@@ -277,9 +278,9 @@ fn b3_only_requests_get_a_valid_traceparent_and_b3_when_configured() {
     );
 }
 
-#[test]
-fn baggage_and_request_ids() {
+fn baggage_and_request_ids(packaging: Packaging) {
     let mesh = mesh(
+        packaging,
         r#"{"baggage":{"allowKeys":["tenant"],"toHeaders":[{"key":"tenant","header":"x-tenant"}]},"requestId":{"fromTraceId":true,"header":"x-correlation-id"}}"#,
     );
     mesh.send(
@@ -305,9 +306,8 @@ fn baggage_and_request_ids() {
     );
 }
 
-#[test]
-fn the_access_log_line_carries_the_trace_id() {
-    let mesh = mesh("{}");
+fn the_access_log_line_carries_the_trace_id(packaging: Packaging) {
+    let mesh = mesh(packaging, "{}");
     mesh.send(Request::get("/logged").header("traceparent", PARENT));
     let (_, inbound_span, _) = Mesh::traceparent(&mesh.app.requests()[0]);
     // Envoy flushes access logs periodically; wait for both hops' lines.
@@ -334,3 +334,13 @@ fn the_access_log_line_carries_the_trace_id() {
         "{log}"
     );
 }
+
+meshward_e2e::packaged_tests!(
+    no_traceparent_gets_a_new_valid_one_and_a_request_id,
+    a_valid_context_keeps_its_trace_id_and_tracestate_with_new_parent_ids_per_hop,
+    three_outbound_calls_share_the_trace_id_with_three_parent_ids,
+    invalid_or_duplicated_traceparent_restarts_the_trace,
+    b3_only_requests_get_a_valid_traceparent_and_b3_when_configured,
+    baggage_and_request_ids,
+    the_access_log_line_carries_the_trace_id,
+);
