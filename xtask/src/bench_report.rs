@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use meshward_e2e::bootstrap::{meshward_filter, native_local_ratelimit, wasm_filter};
+use meshward_e2e::bootstrap::{native_local_ratelimit, wasm_filter};
 use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions};
 use meshward_jwt_testkit::{jwks, now_secs, Alg, Signer};
 use serde_json::{json, Value};
@@ -36,11 +36,11 @@ enum Role {
 }
 
 struct Spec {
-    name: &'static str,
+    name: String,
     role: Role,
     bootstrap: Bootstrap,
-    /// Index of the native scenario doing the same job, if any.
-    native: Option<usize>,
+    /// Name of the native scenario doing the same job, if any.
+    native: Option<&'static str>,
     /// Wasm modules loaded (for size), and how many distinct VMs per thread.
     modules: Vec<&'static str>,
 }
@@ -61,8 +61,9 @@ struct Options {
     /// Only scenarios whose name contains one of these (and bare Envoy); the report
     /// is then printed, not written.
     only: Vec<String>,
-    /// Another build of the bundle, measured next to this one (`--compare PATH`):
-    /// how the effect of a change is measured.
+    /// A folder of other builds of the modules (`--compare DIR`, e.g. a checkout's
+    /// target/meshward-wasm before a change): every Meshward scenario run is measured
+    /// with them too, in the same rounds — how the effect of a change is measured.
     compare: Option<PathBuf>,
     /// `--host-calls`: instead of the report, the cost of each kind of host call
     /// (the trivial filter repeating one operation), to docs/bench/host-calls.md.
@@ -85,7 +86,7 @@ const REPEAT: u32 = 20;
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let usage =
-        "usage: cargo xtask bench [--seconds N] [--rounds N] [--only NAME,NAME] [--compare BUNDLE.wasm] [--host-calls]";
+        "usage: cargo xtask bench [--seconds N] [--rounds N] [--only NAME,NAME] [--compare DIR] [--host-calls]";
     let mut options = Options {
         seconds: 10,
         rounds: 5,
@@ -116,13 +117,29 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
+/// Where the Meshward modules of a set of scenarios come from.
+struct Modules {
+    dir: PathBuf,
+}
+
+impl Modules {
+    /// The HTTP filter entry for module `name` of this folder.
+    fn filter(&self, name: &str, config: &str) -> Result<Value, String> {
+        let path = self.dir.join(format!("{name}.wasm"));
+        if !path.is_file() {
+            return Err(format!("{} is missing", path.display()));
+        }
+        Ok(wasm_filter(&path, name, config))
+    }
+}
+
 /// The four Meshward filters, each as its own module, in the bundle's order.
-fn separate_filters(document: &str) -> Result<Vec<Value>, String> {
+fn separate_filters(modules: &Modules, document: &str) -> Result<Vec<Value>, String> {
     Ok(vec![
-        meshward_filter("meshward_trace_inject", TRACE_CONFIG)?,
-        meshward_filter("meshward_authz", &authz_config(document, 1024))?,
-        meshward_filter("meshward_ratelimit", MESHWARD_CONFIG)?,
-        meshward_filter("meshward_idempotency", IDEMPOTENCY_CONFIG)?,
+        modules.filter("meshward_trace_inject", TRACE_CONFIG)?,
+        modules.filter("meshward_authz", &authz_config(document, 1024))?,
+        modules.filter("meshward_ratelimit", MESHWARD_CONFIG)?,
+        modules.filter("meshward_idempotency", IDEMPOTENCY_CONFIG)?,
     ])
 }
 
@@ -133,7 +150,11 @@ fn bundle_config(document: &str) -> String {
     )
 }
 
-fn specs(document: &str, trivial: &std::path::Path) -> Result<Vec<Spec>, String> {
+fn specs(
+    document: &str,
+    trivial: &std::path::Path,
+    modules: &Modules,
+) -> Result<Vec<Spec>, String> {
     let base = Bootstrap::new(1).direct_response();
     let with = |filters: Vec<Value>| {
         filters.into_iter().fold(base.clone(), |bootstrap, filter| {
@@ -146,8 +167,8 @@ fn specs(document: &str, trivial: &std::path::Path) -> Result<Vec<Spec>, String>
             object.remove("jwt_cache_config");
         }
     }
-    let spec = |name, role, bootstrap, native, modules: &[&'static str]| Spec {
-        name,
+    let spec = |name: &str, role, bootstrap, native, modules: &[&'static str]| Spec {
+        name: name.to_owned(),
         role,
         bootstrap,
         native,
@@ -194,48 +215,40 @@ fn specs(document: &str, trivial: &std::path::Path) -> Result<Vec<Spec>, String>
         spec(
             "meshward trace-inject",
             Role::Meshward,
-            with(vec![meshward_filter(
-                "meshward_trace_inject",
-                TRACE_CONFIG,
-            )?]),
+            with(vec![modules.filter("meshward_trace_inject", TRACE_CONFIG)?]),
             None,
             &["meshward_trace_inject"],
         ),
         spec(
             "meshward authz RS256, cache on",
             Role::Meshward,
-            with(vec![meshward_filter(
-                "meshward_authz",
-                &authz_config(document, 1024),
-            )?]),
-            Some(3),
+            with(vec![
+                modules.filter("meshward_authz", &authz_config(document, 1024))?
+            ]),
+            Some("native jwt_authn RS256, cache on"),
             &["meshward_authz"],
         ),
         spec(
             "meshward ratelimit",
             Role::Meshward,
-            with(vec![meshward_filter(
-                "meshward_ratelimit",
-                MESHWARD_CONFIG,
-            )?]),
-            Some(2),
+            with(vec![modules.filter("meshward_ratelimit", MESHWARD_CONFIG)?]),
+            Some("native local_ratelimit"),
             &["meshward_ratelimit"],
         ),
         spec(
             "meshward idempotency (GET, no key)",
             Role::Meshward,
-            with(vec![meshward_filter(
-                "meshward_idempotency",
-                IDEMPOTENCY_CONFIG,
-            )?]),
+            with(vec![
+                modules.filter("meshward_idempotency", IDEMPOTENCY_CONFIG)?
+            ]),
             None,
             &["meshward_idempotency"],
         ),
         spec(
             "four separate Meshward filters",
             Role::Meshward,
-            with(separate_filters(document)?),
-            Some(5),
+            with(separate_filters(modules, document)?),
+            Some("native jwt_authn (cache) + local_ratelimit"),
             &[
                 "meshward_trace_inject",
                 "meshward_authz",
@@ -246,11 +259,10 @@ fn specs(document: &str, trivial: &std::path::Path) -> Result<Vec<Spec>, String>
         spec(
             "meshward bundle (all four)",
             Role::Meshward,
-            with(vec![meshward_filter(
-                "meshward_bundle",
-                &bundle_config(document),
-            )?]),
-            Some(5),
+            with(vec![
+                modules.filter("meshward_bundle", &bundle_config(document))?
+            ]),
+            Some("native jwt_authn (cache) + local_ratelimit"),
             &["meshward_bundle"],
         ),
     ])
@@ -261,14 +273,14 @@ fn host_call_specs(trivial: &std::path::Path) -> Vec<Spec> {
     let base = Bootstrap::new(1).direct_response();
     let mut specs = vec![
         Spec {
-            name: "bare Envoy",
+            name: "bare Envoy".into(),
             role: Role::Baseline,
             bootstrap: base.clone(),
             native: None,
             modules: Vec::new(),
         },
         Spec {
-            name: "trivial",
+            name: "trivial".into(),
             role: Role::Floor,
             bootstrap: base.clone().http_filter(wasm_filter(trivial, TRIVIAL, "")),
             native: None,
@@ -277,7 +289,7 @@ fn host_call_specs(trivial: &std::path::Path) -> Vec<Spec> {
     ];
     for operation in HOST_CALLS {
         specs.push(Spec {
-            name: operation,
+            name: operation.into(),
             role: Role::Meshward,
             bootstrap: base.clone().http_filter(wasm_filter(
                 trivial,
@@ -365,26 +377,29 @@ pub fn run(args: &[String]) -> Result<(), String> {
         log_level: "warn".into(),
         pin_cpus: Some("0".into()),
     };
+    let ours = Modules {
+        dir: meshward_e2e::paths::wasm_dir(),
+    };
     let mut specs = if host_calls {
         host_call_specs(&trivial)
     } else {
-        specs(&document, &trivial)?
+        specs(&document, &trivial, &ours)?
     };
-    if let Some(path) = &compare {
-        let path = path
-            .canonicalize()
-            .map_err(|e| format!("--compare {}: {e}", path.display()))?;
-        specs.push(Spec {
-            name: "meshward bundle (all four), --compare build",
-            role: Role::Meshward,
-            bootstrap: Bootstrap::new(1).direct_response().http_filter(wasm_filter(
-                &path,
-                "meshward_bundle_compare",
-                &bundle_config(&document),
-            )),
-            native: Some(5),
-            modules: Vec::new(),
-        });
+    if let Some(dir) = &compare {
+        let other = Modules {
+            dir: dir
+                .canonicalize()
+                .map_err(|e| format!("--compare {}: {e}", dir.display()))?,
+        };
+        let twins = self::specs(&document, &trivial, &other)?
+            .into_iter()
+            .filter(|spec| spec.role == Role::Meshward)
+            .map(|spec| Spec {
+                name: format!("{} [--compare]", spec.name),
+                modules: Vec::new(),
+                ..spec
+            });
+        specs.extend(twins);
     }
     let mut measured = Vec::new();
     for spec in specs {
@@ -574,6 +589,7 @@ fn render(measured: &[Measured], seconds: u64, rounds: usize, headers: &[String]
         let vs_native = m
             .spec
             .native
+            .and_then(|name| measured.iter().position(|n| n.spec.name == name))
             .map(rps_of)
             .filter(|native| *native > 0.0)
             .map_or("–".to_string(), |native| format!("{:.2}", rps.0 / native));

@@ -215,6 +215,22 @@ impl Authorizer {
                 false,
             )
         };
+        // A token verified before is found without decoding it again (most requests).
+        let place = self
+            .config
+            .providers
+            .get(first_provider)
+            .and_then(|p| p.locations.iter().position(|l| std::ptr::eq(l, location)))
+            .unwrap_or(usize::MAX);
+        let cache_key = VerifiedCache::<Rc<Identity>>::key(first_provider, place, raw);
+        if let Some(identity) = cache.get(&cache_key, now_secs) {
+            let provider = identity.provider;
+            return done(
+                Authentication::Verified(identity),
+                strip_header(provider),
+                true,
+            );
+        }
         let token = match token::parse(raw, self.config.max_token_bytes) {
             Ok(token) => token,
             Err(err) => return invalid(first_provider, token_reason(&err)),
@@ -233,14 +249,6 @@ impl Authorizer {
             return invalid(first_provider, DenyReason::Issuer);
         };
 
-        let cache_key = VerifiedCache::<Rc<Identity>>::key(provider_index, raw);
-        if let Some(identity) = cache.get(&cache_key, now_secs) {
-            return done(
-                Authentication::Verified(identity),
-                strip_header(provider_index),
-                true,
-            );
-        }
 
         let key_set = match &provider.keys {
             KeySource::Inline(set) => Some(KeyRef::Inline(set)),

@@ -26,9 +26,14 @@ impl<T: Clone> VerifiedCache<T> {
         }
     }
 
-    pub fn key(provider: usize, token: &str) -> Digest128 {
+    /// The key of a token by where it was found: the first provider reading that place
+    /// and the place's position among that provider's locations. The same token found
+    /// in the same place always selects the same provider (by its issuer), so a lookup
+    /// needs no decoding of the token.
+    pub fn key(provider: usize, location: usize, token: &str) -> Digest128 {
         let provider = u64::try_from(provider).unwrap_or(u64::MAX).to_le_bytes();
-        digest_parts([&provider[..], token.as_bytes()])
+        let location = u64::try_from(location).unwrap_or(u64::MAX).to_le_bytes();
+        digest_parts([&provider[..], &location[..], token.as_bytes()])
     }
 
     /// The cached value, if present and still valid at `now_secs`.
@@ -93,7 +98,7 @@ mod tests {
     #[test]
     fn entries_expire_exactly_at_their_deadline() {
         let mut cache = Cache::new(4);
-        let key = Cache::key(0, "token");
+        let key = Cache::key(0, 0, "token");
         cache.insert(key, "alice", 100);
         assert_eq!(cache.get(&key, 99), Some("alice"));
         assert_eq!(cache.get(&key, 100), None);
@@ -103,7 +108,7 @@ mod tests {
     #[test]
     fn oldest_entry_leaves_first_when_full() {
         let mut cache = Cache::new(2);
-        let [a, b, c] = ["a", "b", "c"].map(|t| Cache::key(0, t));
+        let [a, b, c] = ["a", "b", "c"].map(|t| Cache::key(0, 0, t));
         cache.insert(a, "a", 100);
         cache.insert(b, "b", 100);
         cache.insert(c, "c", 100);
@@ -116,7 +121,7 @@ mod tests {
     fn stays_bounded_under_churn_with_expired_keys() {
         let mut cache = Cache::new(8);
         for i in 0..10_000u64 {
-            let key = Cache::key(0, &i.to_string());
+            let key = Cache::key(0, 0, &i.to_string());
             cache.insert(key, "x", i + 1);
             let _ = cache.get(&key, i + 2); // expire it at once
             assert!(cache.order.len() <= 17, "{}", cache.order.len());
@@ -125,9 +130,10 @@ mod tests {
 
     #[test]
     fn provider_is_part_of_the_key_and_capacity_zero_disables() {
-        assert_ne!(Cache::key(0, "t"), Cache::key(1, "t"));
+        assert_ne!(Cache::key(0, 0, "t"), Cache::key(1, 0, "t"));
+        assert_ne!(Cache::key(0, 0, "t"), Cache::key(0, 1, "t"));
         let mut cache = Cache::new(0);
-        cache.insert(Cache::key(0, "t"), "x", 100);
-        assert_eq!(cache.get(&Cache::key(0, "t"), 0), None);
+        cache.insert(Cache::key(0, 0, "t"), "x", 100);
+        assert_eq!(cache.get(&Cache::key(0, 0, "t"), 0), None);
     }
 }

@@ -168,6 +168,12 @@ pub fn is_http_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// An HTTP field value Envoy can send: no control characters except HTAB (CR, LF and
+/// NUL would be refused or split the field).
+pub fn is_field_value(s: &str) -> bool {
+    !s.chars().any(|c| c.is_control() && c != '\t')
+}
+
 /// Lowercases and checks an HTTP header name (RFC 9110 token; pseudo-headers allowed).
 pub fn validate_header_name(name: &str, path: &JsonPath) -> Result<String, ConfigError> {
     let bare = name.strip_prefix(':').unwrap_or(name);
@@ -202,6 +208,14 @@ impl RequestMatcher {
     /// A matcher that selects every request.
     pub fn any() -> Self {
         Self::default()
+    }
+
+    /// Whether this matcher selects every request without looking at it.
+    pub fn is_any(&self) -> bool {
+        self.hosts.is_empty()
+            && self.path.is_none()
+            && self.methods.is_empty()
+            && self.headers.is_empty()
     }
 
     pub fn matches(&self, request: &RequestHead) -> bool {

@@ -43,7 +43,7 @@ use meshward_filter_common::host::grpc;
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
 use meshward_filter_common::host::plugin;
-use meshward_filter_common::host::request::{read_headers, read_request_head};
+use meshward_filter_common::host::request::{read_headers, read_request_head, request_header};
 use meshward_filter_common::host::shared_data::HostSharedData;
 use meshward_filter_common::store::StoreError;
 
@@ -836,6 +836,12 @@ impl HttpContext for IdempotencyHttp {
         let Some(runtime) = self.runtime.clone() else {
             return Action::Continue;
         };
+        // Most requests are not of a covered method: decided on `:method` alone, the
+        // rest of the head unread (one small host call instead of all headers).
+        let method = request_header(":method");
+        if !method.is_some_and(|method| runtime.config.methods.contains(&method)) {
+            return Action::Continue;
+        }
         let request = read_request_head(runtime.config.identity_client_address);
         match machine::plan_request(&runtime.config, &request) {
             RequestPlan::Skip => Action::Continue,

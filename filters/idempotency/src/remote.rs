@@ -18,6 +18,7 @@ use prost::Message;
 use crate::fingerprint::Digest128;
 use crate::response::StoredResponse;
 use crate::store::{Finish, Lease, NotStored, Reservation, Token, TOKEN_LEN};
+use meshward_filter_common::matcher::{is_field_value, is_http_token};
 use meshward_filter_common::store::StoreError;
 
 /// The gRPC service and its methods, as `dispatch_grpc_call` names them.
@@ -163,11 +164,21 @@ impl From<&StoredResponse> for WireResponse {
 }
 
 impl WireResponse {
-    /// `None` for a status that is not an HTTP status.
+    /// `None` for a status that is not an HTTP status, or a header field Envoy could
+    /// not send (a name that is not a lowercase RFC 9110 token, a value with control
+    /// characters): a record the filter did not write that way is not replayed.
     pub fn into_stored(self) -> Option<StoredResponse> {
         let status = u16::try_from(self.status)
             .ok()
             .filter(|s| (100..=999).contains(s))?;
+        let sendable = |h: &Header| {
+            is_http_token(&h.name)
+                && !h.name.bytes().any(|b| b.is_ascii_uppercase())
+                && is_field_value(&h.value)
+        };
+        if !self.headers.iter().all(sendable) {
+            return None;
+        }
         Some(StoredResponse {
             status,
             headers: self
@@ -213,7 +224,9 @@ pub fn reservation(message: &[u8]) -> Result<Reservation, StoreError> {
             Some(Completed::Response(response)) => response
                 .into_stored()
                 .map(Reservation::Completed)
-                .ok_or_else(|| malformed("a stored response with an invalid status")),
+                .ok_or_else(|| {
+                    malformed("a stored response with an invalid status or header field")
+                }),
             Some(Completed::NotStored(code)) => u8::try_from(code)
                 .ok()
                 .and_then(NotStored::from_code)
@@ -356,6 +369,43 @@ mod tests {
                 Some(Completed::Response(WireResponse {
                     status: 70_000,
                     headers: vec![],
+                    body: vec![],
+                })),
+            ),
+            // Header fields Envoy could not send: never replayed.
+            reply(
+                OUTCOME_COMPLETED,
+                &[],
+                Some(Completed::Response(WireResponse {
+                    status: 200,
+                    headers: vec![Header {
+                        name: "x-evil".into(),
+                        value: "a\r\nset-cookie: stolen".into(),
+                    }],
+                    body: vec![],
+                })),
+            ),
+            reply(
+                OUTCOME_COMPLETED,
+                &[],
+                Some(Completed::Response(WireResponse {
+                    status: 200,
+                    headers: vec![Header {
+                        name: ":status".into(),
+                        value: "500".into(),
+                    }],
+                    body: vec![],
+                })),
+            ),
+            reply(
+                OUTCOME_COMPLETED,
+                &[],
+                Some(Completed::Response(WireResponse {
+                    status: 200,
+                    headers: vec![Header {
+                        name: "Content-Type".into(),
+                        value: "text/plain".into(),
+                    }],
                     body: vec![],
                 })),
             ),

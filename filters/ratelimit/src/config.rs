@@ -196,6 +196,10 @@ pub struct CompiledConfig {
     pub sweep_interval_nanos: u64,
     /// Whether any rule keys on the client address (saves a host call otherwise).
     pub needs_source_address: bool,
+    /// Whether any rule matches on or keys by the request's headers (a configuration
+    /// keyed only by the connection's address reads none: saves the costliest host
+    /// call of the request, about 1.5 µs).
+    pub needs_headers: bool,
     /// Set: every rule is decided by this rate-limit service.
     pub global: Option<GlobalConfig>,
 }
@@ -264,12 +268,16 @@ impl RateLimitConfig {
         let needs_source_address = rules
             .iter()
             .any(|rule| rule.key.iter().any(KeyPart::needs_source_address));
+        let needs_headers = rules
+            .iter()
+            .any(|rule| !rule.matcher.is_any() || rule.key.iter().any(KeyPart::needs_headers));
         Ok(CompiledConfig {
             rules,
             response_headers: self.response_headers,
             cas_retries: self.cas_retries.unwrap_or(DEFAULT_CAS_RETRIES).min(1000),
             sweep_interval_nanos,
             needs_source_address,
+            needs_headers,
             global,
         })
     }
@@ -483,6 +491,25 @@ mod tests {
         assert_eq!(config.cas_retries, DEFAULT_CAS_RETRIES);
         assert_eq!(config.response_headers, ResponseHeadersConfig::default());
         assert!(!config.needs_source_address);
+        assert!(!config.needs_headers, "no match, no key: nothing to read");
+    }
+
+    #[test]
+    fn headers_are_read_only_when_a_match_or_a_key_part_needs_them() {
+        let with = |rule_extra: &str| {
+            parse(
+                format!(
+                    r#"{{"rules":[{{"name":"r",{rule_extra}"limit":{{"algorithm":"tokenBucket","requests":10,"per":"1s"}}}}]}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let by_address = with(r#""key":[{"type":"clientAddress"}],"#);
+        assert!(by_address.needs_source_address && !by_address.needs_headers);
+        assert!(with(r#""key":[{"type":"clientAddress","source":"xForwardedFor"}],"#).needs_headers);
+        assert!(with(r#""key":[{"type":"header","name":"x-user"}],"#).needs_headers);
+        assert!(with(r#""match":{"methods":["GET"]},"key":[{"type":"clientAddress"}],"#).needs_headers);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use meshward_filter_common::host::grpc;
 use meshward_filter_common::host::log;
 use meshward_filter_common::host::metrics::Counter;
 use meshward_filter_common::host::plugin;
-use meshward_filter_common::host::request::read_request_head;
+use meshward_filter_common::host::request::read_request_head_with;
 use meshward_filter_common::host::shared_data::HostSharedData;
 use meshward_filter_common::problem;
 use prost::Message;
@@ -279,7 +279,7 @@ impl RateLimitHttp {
     /// Global mode: one `ShouldRateLimit` for the request; paused until it answers.
     fn ask_service(&mut self, runtime: &Runtime, global: &GlobalConfig) -> Action {
         let config = &runtime.config;
-        let request = read_request_head(config.needs_source_address);
+        let request = read_request_head_with(config.needs_headers, config.needs_source_address);
         let Some((planned, call)) = global::request::plan(config, global, &request) else {
             return Action::Continue;
         };
@@ -314,7 +314,7 @@ impl HttpContext for RateLimitHttp {
         if let Some(global) = &config.global {
             return self.ask_service(&runtime, global);
         }
-        let request = read_request_head(config.needs_source_address);
+        let request = read_request_head_with(config.needs_headers, config.needs_source_address);
         let decision = limiter::evaluate(config, &request, &HostSharedData, HostClock.now_nanos());
         self.finish(&runtime, &decision, Vec::new())
     }

@@ -43,6 +43,11 @@ impl KeyPart {
         )
     }
 
+    /// Whether the part reads request headers (`ConnectionAddress` reads only the peer).
+    pub fn needs_headers(&self) -> bool {
+        !matches!(self, KeyPart::ConnectionAddress)
+    }
+
     fn value<'a>(&'a self, request: &'a RequestHead) -> Option<&'a str> {
         match self {
             KeyPart::ConnectionAddress => request.source_ip(),

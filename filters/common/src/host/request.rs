@@ -90,6 +90,28 @@ pub fn read_headers(map: MapType) -> Vec<(String, String)> {
     headers
 }
 
+/// One request header's first value (from the shared copy when there is one): for a
+/// filter that can decide from one header before reading them all.
+pub fn request_header(name: &str) -> Option<String> {
+    let shared = SHARED.with(|shared| {
+        shared.borrow().as_ref().and_then(|s| {
+            s.headers.as_ref().map(|headers| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            })
+        })
+    });
+    if let Some(value) = shared {
+        return value;
+    }
+    proxy_wasm::hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
 fn source_address() -> Option<String> {
     if let Some(address) = SHARED.with(|shared| {
         shared
@@ -112,7 +134,17 @@ fn source_address() -> Option<String> {
 }
 
 pub fn read_request_head(with_source_address: bool) -> RequestHead {
-    let headers = read_headers(MapType::HttpRequestHeaders);
+    read_request_head_with(true, with_source_address)
+}
+
+/// The request head with only what is asked for: without `headers` no header is read
+/// (a configuration that looks at none saves the call).
+pub fn read_request_head_with(headers: bool, with_source_address: bool) -> RequestHead {
+    let headers = if headers {
+        read_headers(MapType::HttpRequestHeaders)
+    } else {
+        Vec::new()
+    };
     let source_address = if with_source_address {
         source_address()
     } else {

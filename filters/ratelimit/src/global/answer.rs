@@ -12,7 +12,7 @@ use crate::algorithm::Verdict;
 use crate::config::{CompiledConfig, FailureMode};
 use crate::limiter::{Decision, Evaluation, Outcome};
 use meshward_filter_common::clock::NANOS_PER_SECOND;
-use meshward_filter_common::matcher::is_http_token;
+use meshward_filter_common::matcher::{is_field_value, is_http_token};
 use meshward_filter_common::store::SharedStore;
 
 /// The decision the service's answer gives.
@@ -136,7 +136,7 @@ pub fn added_headers(response: &RateLimitResponse) -> Vec<(String, String)> {
         .iter()
         .filter(|h| is_http_token(&h.key))
         .filter_map(|h| Some((h.key.to_ascii_lowercase(), h.text()?)))
-        .filter(|(_, value)| !value.chars().any(|c| c.is_control() && c != '\t'))
+        .filter(|(_, value)| is_field_value(value))
         .collect()
 }
 
