@@ -70,17 +70,20 @@ struct Options {
     host_calls: bool,
 }
 
-/// Host operations the trivial filter can repeat (see bench/trivial).
-const HOST_CALLS: [&str; 9] = [
+/// Host operations the trivial filter can repeat (its configuration; see bench/trivial).
+const HOST_CALLS: [&str; 12] = [
     "all_headers",
     "one_header",
     "set_header",
-    "get_property",
+    "get_property source.address",
+    "get_property xds.listener_direction",
+    "get_property listener_direction",
     "set_property",
     "metric",
     "log_level",
     "clock",
     "shared_data",
+    "random",
 ];
 const REPEAT: u32 = 20;
 
@@ -294,7 +297,10 @@ fn host_call_specs(trivial: &std::path::Path) -> Vec<Spec> {
             bootstrap: base.clone().http_filter(wasm_filter(
                 trivial,
                 TRIVIAL,
-                &format!("{operation} {REPEAT}"),
+                &match operation.split_once(' ') {
+                    Some((op, path)) => format!("{op} {REPEAT} {path}"),
+                    None => format!("{operation} {REPEAT}"),
+                },
             )),
             native: None,
             modules: vec![TRIVIAL],

@@ -34,11 +34,16 @@ enum Operation {
     Clock,
     /// `proxy_get_shared_data`.
     SharedData,
+    /// WASI `random_get` for 16 bytes.
+    Random,
 }
+
+/// What to repeat: the operation, how often, the counter id, the property path.
+type Repeat = (Operation, u32, u32, Vec<String>);
 
 #[derive(Default)]
 pub struct Root {
-    repeat: Option<Rc<(Operation, u32, u32)>>,
+    repeat: Option<Rc<Repeat>>,
 }
 
 impl Context for Root {}
@@ -66,13 +71,21 @@ impl RootContext for Root {
             Some("log_level") => Operation::LogLevel,
             Some("clock") => Operation::Clock,
             Some("shared_data") => Operation::SharedData,
+            Some("random") => Operation::Random,
             Some(_) => return false,
         };
         let count = words.next().and_then(|c| c.parse().ok()).unwrap_or(1);
+        // `get_property N a.b`: the property path (default `source.address`).
+        let path: Vec<String> = words
+            .next()
+            .unwrap_or("source.address")
+            .split('.')
+            .map(str::to_owned)
+            .collect();
         let metric = hostcalls::define_metric(MetricType::Counter, "meshward_bench_trivial.ops")
             .unwrap_or(0);
         let _ = hostcalls::set_shared_data("meshward_bench_trivial", Some(b"12345678"), None);
-        self.repeat = Some(Rc::new((operation, count, metric)));
+        self.repeat = Some(Rc::new((operation, count, metric, path)));
         true
     }
 
@@ -88,7 +101,7 @@ impl RootContext for Root {
 }
 
 pub struct Request {
-    repeat: Option<Rc<(Operation, u32, u32)>>,
+    repeat: Option<Rc<Repeat>>,
 }
 
 impl Context for Request {}
@@ -105,7 +118,8 @@ impl HttpContext for Request {
             Some(if seen { "1" } else { "0" }),
         );
         if let Some(repeat) = &self.repeat {
-            let (operation, count, metric) = **repeat;
+            let (operation, count, metric, path) = &**repeat;
+            let (operation, count, metric) = (*operation, *count, *metric);
             for _ in 0..count {
                 match operation {
                     Operation::AllHeaders => {
@@ -120,9 +134,9 @@ impl HttpContext for Request {
                         "x-trivial",
                         Some("2"),
                     )),
-                    Operation::GetProperty => {
-                        drop(hostcalls::get_property(vec!["source", "address"]))
-                    }
+                    Operation::GetProperty => drop(hostcalls::get_property(
+                        path.iter().map(String::as_str).collect(),
+                    )),
                     Operation::SetProperty => drop(hostcalls::set_property(
                         vec!["meshward_bench"],
                         Some(b"0123456789abcdef"),
@@ -130,6 +144,10 @@ impl HttpContext for Request {
                     Operation::Metric => drop(hostcalls::increment_metric(metric, 1)),
                     Operation::LogLevel => drop(hostcalls::get_log_level()),
                     Operation::Clock => drop(hostcalls::get_current_time()),
+                    Operation::Random => {
+                        let mut bytes = [0u8; 16];
+                        let _ = getrandom::fill(&mut bytes);
+                    }
                     Operation::SharedData => {
                         drop(hostcalls::get_shared_data("meshward_bench_trivial"))
                     }
