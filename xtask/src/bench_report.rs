@@ -61,10 +61,11 @@ struct Options {
     /// Only scenarios whose name contains one of these (and bare Envoy); the report
     /// is then printed, not written.
     only: Vec<String>,
-    /// A folder of other builds of the modules (`--compare DIR`, e.g. a checkout's
-    /// target/meshward-wasm before a change): every Meshward scenario run is measured
-    /// with them too, in the same rounds — how the effect of a change is measured.
-    compare: Option<PathBuf>,
+    /// Folders of other builds of the modules (`--compare DIR`, repeatable; e.g. a
+    /// checkout's target/meshward-wasm before a change): every Meshward scenario run is
+    /// measured with each of them too, in the same rounds — how the effect of a change
+    /// is measured.
+    compare: Vec<PathBuf>,
     /// `--host-calls`: instead of the report, the cost of each kind of host call
     /// (the trivial filter repeating one operation), to docs/bench/host-calls.md.
     host_calls: bool,
@@ -94,7 +95,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         seconds: 10,
         rounds: 5,
         only: Vec::new(),
-        compare: None,
+        compare: Vec::new(),
         host_calls: false,
     };
     let mut it = args.iter();
@@ -113,7 +114,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--seconds" => options.seconds = number()?.max(1),
             "--rounds" => options.rounds = usize::try_from(number()?.max(1)).unwrap_or(5),
             "--only" => options.only = value.split(',').map(str::to_owned).collect(),
-            "--compare" => options.compare = Some(PathBuf::from(value)),
+            "--compare" => options.compare.push(PathBuf::from(value)),
             _ => return Err(format!("unknown option {flag}\n{usage}")),
         }
     }
@@ -391,17 +392,21 @@ pub fn run(args: &[String]) -> Result<(), String> {
     } else {
         specs(&document, &trivial, &ours)?
     };
-    if let Some(dir) = &compare {
+    for dir in &compare {
         let other = Modules {
             dir: dir
                 .canonicalize()
                 .map_err(|e| format!("--compare {}: {e}", dir.display()))?,
         };
+        let label = dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
         let twins = self::specs(&document, &trivial, &other)?
             .into_iter()
             .filter(|spec| spec.role == Role::Meshward)
             .map(|spec| Spec {
-                name: format!("{} [--compare]", spec.name),
+                name: format!("{} [{label}]", spec.name),
                 modules: Vec::new(),
                 ..spec
             });
@@ -460,7 +465,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let report = render(&measured, seconds, rounds, &headers);
     println!("\n{report}");
-    if !only.is_empty() || compare.is_some() {
+    if !only.is_empty() || !compare.is_empty() {
         println!("(--only/--compare: report not written)");
         return Ok(());
     }
