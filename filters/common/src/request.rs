@@ -3,9 +3,15 @@
 //! request by the adapter from a single host call, then read by matchers and key
 //! extractors without further host crossings.
 
+use std::rc::Rc;
+
+/// Header pairs, shared: the bundle hands one read of the request head to several
+/// filters without copying it.
+pub type Headers = Rc<Vec<(String, String)>>;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHead {
-    headers: Vec<(String, String)>,
+    headers: Headers,
     source_address: Option<String>,
 }
 
@@ -13,6 +19,11 @@ impl RequestHead {
     /// `headers` as Envoy hands them over (lowercase names); `source_address` is the
     /// downstream peer (`ip:port` or bare ip), when the caller fetched it.
     pub fn new(headers: Vec<(String, String)>, source_address: Option<String>) -> Self {
+        Self::shared(Rc::new(headers), source_address)
+    }
+
+    /// Like [`RequestHead::new`], over header pairs others may hold too.
+    pub fn shared(headers: Headers, source_address: Option<String>) -> Self {
         Self {
             headers,
             source_address,
@@ -23,8 +34,12 @@ impl RequestHead {
     /// filter sees after removing headers it owns, so nothing downstream of that removal
     /// can match on a client-sent copy.
     pub fn without_headers(mut self, names: &[String]) -> Self {
-        self.headers
-            .retain(|(key, _)| !names.iter().any(|name| key.eq_ignore_ascii_case(name)));
+        let named = |key: &str| names.iter().any(|name| key.eq_ignore_ascii_case(name));
+        // Copied only when there is something to remove (rarely: clients do not send
+        // the headers a filter owns).
+        if self.headers.iter().any(|(key, _)| named(key)) {
+            Rc::make_mut(&mut self.headers).retain(|(key, _)| !named(key));
+        }
         self
     }
 

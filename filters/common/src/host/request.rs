@@ -11,12 +11,14 @@
 
 use std::cell::RefCell;
 
-use crate::request::RequestHead;
+use std::rc::Rc;
+
+use crate::request::{Headers, RequestHead};
 use proxy_wasm::types::MapType;
 
 #[derive(Default)]
 struct Shared {
-    headers: Option<Vec<(String, String)>>,
+    headers: Option<Headers>,
     source_address: Option<Option<String>>,
 }
 
@@ -42,7 +44,7 @@ pub(crate) fn edited(name: &str, value: Option<&str>) {
             .as_mut()
             .and_then(|s| s.headers.as_mut())
         {
-            apply_edit(headers, name, value);
+            apply_edit(Rc::make_mut(headers), name, value);
         }
     });
 }
@@ -68,25 +70,27 @@ fn apply_edit(headers: &mut Vec<(String, String)>, name: &str, value: Option<&st
 /// from a client or an upstream); this reads bytes and converts lossily. Names are
 /// tokens, validated by Envoy's codecs.
 pub fn read_headers(map: MapType) -> Vec<(String, String)> {
-    if map == MapType::HttpRequestHeaders {
-        if let Some(headers) =
-            SHARED.with(|shared| shared.borrow().as_ref().and_then(|s| s.headers.clone()))
-        {
-            return headers;
-        }
-    }
-    let headers: Vec<(String, String)> = proxy_wasm::hostcalls::get_map_bytes(map)
+    proxy_wasm::hostcalls::get_map_bytes(map)
         .unwrap_or_default()
         .into_iter()
         .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-        .collect();
-    if map == MapType::HttpRequestHeaders {
-        SHARED.with(|shared| {
-            if let Some(shared) = shared.borrow_mut().as_mut() {
-                shared.headers = Some(headers.clone());
-            }
-        });
+        .collect()
+}
+
+/// The request headers: the shared copy when there is one (no host call, no copy), or
+/// read from the host (and kept as the shared copy while [`sharing`]).
+fn request_headers() -> Headers {
+    if let Some(headers) =
+        SHARED.with(|shared| shared.borrow().as_ref().and_then(|s| s.headers.clone()))
+    {
+        return headers;
     }
+    let headers = Rc::new(read_headers(MapType::HttpRequestHeaders));
+    SHARED.with(|shared| {
+        if let Some(shared) = shared.borrow_mut().as_mut() {
+            shared.headers = Some(headers.clone());
+        }
+    });
     headers
 }
 
@@ -141,16 +145,16 @@ pub fn read_request_head(with_source_address: bool) -> RequestHead {
 /// (a configuration that looks at none saves the call).
 pub fn read_request_head_with(headers: bool, with_source_address: bool) -> RequestHead {
     let headers = if headers {
-        read_headers(MapType::HttpRequestHeaders)
+        request_headers()
     } else {
-        Vec::new()
+        Headers::default()
     };
     let source_address = if with_source_address {
         source_address()
     } else {
         None
     };
-    RequestHead::new(headers, source_address)
+    RequestHead::shared(headers, source_address)
 }
 
 #[cfg(test)]
