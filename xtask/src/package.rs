@@ -1,7 +1,8 @@
 //! `cargo xtask package [--base-url URL]`: the release artifacts of the wasm modules for
-//! installs without the control plane (istio-manifests/wasmplugin/): the four modules,
-//! their sha256 list (`sha256sum -c SHA256SUMS` checks it), and a kustomize overlay of
-//! the WasmPlugins pointing at `URL/<module>.wasm` with each module's sha256. Pushing
+//! installs without the control plane (istio-manifests/wasmplugin/): the four modules
+//! and the bundle, their sha256 list (`sha256sum -c SHA256SUMS` checks it), and a
+//! kustomize overlay of the four filters' WasmPlugins pointing at `URL/<module>.wasm`
+//! with each module's sha256. Pushing
 //! the modules as OCI artifacts is documented (docs/istio.md), not done here.
 
 use std::fmt::Write as _;
@@ -42,6 +43,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
         entries.push((name, sha256));
     }
     write(&out.join("SHA256SUMS"), &sums)?;
+    // istio-manifests/wasmplugin/ installs the four filters; the bundle is packaged
+    // (file and checksum) for a WasmPlugin of one's own, but has none there to patch.
+    let bundle = format!("{}.wasm", build_wasm::BUNDLE.1);
+    entries.retain(|(name, _)| *name != bundle);
     write(
         &out.join("kustomization.yaml"),
         &kustomization(&entries, &base_url)?,
