@@ -167,6 +167,8 @@ fn bare_item_len(text: &str) -> Option<usize> {
             Some(text.len() - after.len())
         }
         b'?' => matches!(bytes.get(1), Some(b'0' | b'1')).then_some(2),
+        b':' => byte_sequence_len(bytes),
+        b'%' => display_string_len(bytes),
         b'@' => number_len(bytes.get(1..)?, false).map(|len| len + 1),
         b'-' | b'0'..=b'9' => number_len(bytes, true),
         first if first.is_ascii_alphabetic() || first == b'*' => Some(
@@ -177,6 +179,57 @@ fn bare_item_len(text: &str) -> Option<usize> {
                 .count(),
         ),
         _ => None,
+    }
+}
+
+/// An sf-binary (`":" base64 ":"`) at the start of `bytes`: its length. Decoded as
+/// RFC 9651 §4.2.7 asks of parsers: `=` padding optional, non-zero pad bits allowed.
+fn byte_sequence_len(bytes: &[u8]) -> Option<usize> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine as _;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let content = bytes.get(1..)?;
+    let end = content.iter().position(|b| *b == b':')?;
+    LENIENT.decode(content.get(..end)?).ok()?;
+    Some(end + 2)
+}
+
+/// An sf-displaystring (RFC 9651 §3.3.8: `%"`, printable ASCII or `%` and two
+/// lowercase hex digits, `"`) at the start of `bytes`, whose octets are UTF-8: its length.
+fn display_string_len(bytes: &[u8]) -> Option<usize> {
+    if bytes.get(1) != Some(&b'"') {
+        return None;
+    }
+    let mut octets = Vec::new();
+    let mut at = 2;
+    loop {
+        let byte = *bytes.get(at)?;
+        match byte {
+            b'"' => {
+                return std::str::from_utf8(&octets).is_ok().then_some(at + 1);
+            }
+            b'%' => {
+                let hex = |b: u8| match b {
+                    b'0'..=b'9' => Some(b - b'0'),
+                    b'a'..=b'f' => Some(b - b'a' + 10),
+                    _ => None,
+                };
+                let high = hex(*bytes.get(at + 1)?)?;
+                let low = hex(*bytes.get(at + 2)?)?;
+                octets.push(high << 4 | low);
+                at += 3;
+            }
+            0x20..=0x7e => {
+                octets.push(byte);
+                at += 1;
+            }
+            _ => return None,
+        }
     }
 }
 
@@ -290,7 +343,14 @@ mod tests {
             "\"k\";d=1.2.3",
             "\"k\";at=@1.5",
             "\"k\";b=?2",
-            "\"k\";bytes=:aGk=:",
+            "\"k\";bytes=:aGk=",
+            "\"k\";bytes=:a:",
+            "\"k\";bytes=:a*b=:",
+            "\"k\";ds=%\"unterminated",
+            "\"k\";ds=%x",
+            "\"k\";ds=%\"%C3%A9\"",
+            "\"k\";ds=%\"%ff\"",
+            "\"k\";ds=%\"%4\"",
         ] {
             assert!(parse_string_item(bad).is_err(), "{bad:?}");
         }
@@ -299,6 +359,19 @@ mod tests {
                 "\"k\";n=-123456789012345;d=-123456789012.125;t=*t/x:y;b=?0;at=@-1;s=\"a\\\"b\";f"
             )
             .as_deref(),
+            Ok("k")
+        );
+        // Byte sequences and display strings are bare items too; a later duplicate key
+        // does not make an earlier malformed value acceptable, nor a valid one refused.
+        let overridden =
+            include_bytes!("../fuzz/regressions/sf_string/display-string-parameter-overridden");
+        assert_eq!(
+            parse_string_item(&String::from_utf8_lossy(overridden)).as_deref(),
+            Ok("=")
+        );
+        assert_eq!(
+            parse_string_item("\"k\";bytes=:aGk=:;nopad=:aGk:;empty=::;ds=%\"caf%c3%a9 \\x\"")
+                .as_deref(),
             Ok("k")
         );
     }
