@@ -249,7 +249,6 @@ impl Authorizer {
             return invalid(first_provider, DenyReason::Issuer);
         };
 
-
         let key_set = match &provider.keys {
             KeySource::Inline(set) => Some(KeyRef::Inline(set)),
             KeySource::Remote(_) => keys.remote_keys(provider_index).map(KeyRef::Remote),

@@ -507,9 +507,13 @@ mod tests {
         };
         let by_address = with(r#""key":[{"type":"clientAddress"}],"#);
         assert!(by_address.needs_source_address && !by_address.needs_headers);
-        assert!(with(r#""key":[{"type":"clientAddress","source":"xForwardedFor"}],"#).needs_headers);
+        assert!(
+            with(r#""key":[{"type":"clientAddress","source":"xForwardedFor"}],"#).needs_headers
+        );
         assert!(with(r#""key":[{"type":"header","name":"x-user"}],"#).needs_headers);
-        assert!(with(r#""match":{"methods":["GET"]},"key":[{"type":"clientAddress"}],"#).needs_headers);
+        assert!(
+            with(r#""match":{"methods":["GET"]},"key":[{"type":"clientAddress"}],"#).needs_headers
+        );
     }
 
     #[test]
