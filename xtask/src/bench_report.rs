@@ -643,8 +643,14 @@ fn render(measured: &[Measured], seconds: u64, rounds: usize, headers: &[String]
     ));
     out.push_str(&headline(measured, &added_of, floor));
     out.push_str(&checks(measured));
+    out.push_str(SEE_ALSO);
     out
 }
+
+const SEE_ALSO: &str =
+    "\nEach optimisation and its measured effect, the opt-level comparison and where the \
+remaining cost goes: [optimisations.md](optimisations.md); the cost of each kind of host call: \
+[host-calls.md](host-calls.md).\n";
 
 fn shorten(header: &str) -> String {
     match header.split_once("Bearer ") {
