@@ -358,6 +358,30 @@ pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// Median, min, max.
+pub(crate) fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut values = values.to_vec();
+    let (min, max) = values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    (median(&mut values), min, max)
+}
+
+/// Median, min, max of one statistic of the samples.
+pub(crate) fn stat(samples: &[Sample], f: fn(&Sample) -> f64) -> (f64, f64, f64) {
+    spread(&samples.iter().map(f).collect::<Vec<_>>())
+}
+
+/// CPU µs per request above bare Envoy: Envoy is CPU-bound on its core, so 1/rps is
+/// its CPU time per request.
+pub(crate) fn added_us(rps: f64, bare_rps: f64) -> f64 {
+    if rps > 0.0 && bare_rps > 0.0 {
+        1e6 / rps - 1e6 / bare_rps
+    } else {
+        f64::NAN
+    }
+}
+
 fn report(
     filter: &str,
     scenarios: &[Scenario],
@@ -365,13 +389,7 @@ fn report(
     rounds: usize,
     check: &str,
 ) -> String {
-    let stat = |s: &Scenario, f: fn(&Sample) -> f64| {
-        let mut values: Vec<f64> = s.samples.iter().map(f).collect();
-        let (min, max) = values
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-        (median(&mut values), min, max)
-    };
+    let stat = |s: &Scenario, f: fn(&Sample) -> f64| stat(&s.samples, f);
     let bare_rps = scenarios
         .first()
         .map(|s| stat(s, |x| x.rps).0)
@@ -386,12 +404,7 @@ fn report(
         let rps = stat(scenario, |x| x.rps);
         let p50 = stat(scenario, |x| x.p50_us);
         let p99 = stat(scenario, |x| x.p99_us);
-        // Envoy is CPU-bound on one core, so 1/rps is CPU time per request.
-        let added = if rps.0 > 0.0 && bare_rps > 0.0 {
-            1e6 / rps.0 - 1e6 / bare_rps
-        } else {
-            0.0
-        };
+        let added = added_us(rps.0, bare_rps);
         let vs_native = scenario
             .native
             .and_then(|i| scenarios.get(i))

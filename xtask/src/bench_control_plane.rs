@@ -657,11 +657,11 @@ fn ms(duration: Duration) -> f64 {
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
+    crate::bench::median(&mut values)
 }
 
-fn machine() -> String {
+/// CPU model and count, memory and kernel, for benchmark reports.
+pub(crate) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()

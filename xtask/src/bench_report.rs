@@ -17,7 +17,9 @@ use meshward_e2e::{Bootstrap, Envoy, EnvoyOptions};
 use meshward_jwt_testkit::{jwks, now_secs, Alg, Signer};
 use serde_json::{json, Value};
 
-use crate::bench::{median, wrk, Sample, CONNECTIONS, MESHWARD_CONFIG, TRACEPARENT};
+use crate::bench::{
+    added_us, spread, stat, wrk, Sample, CONNECTIONS, MESHWARD_CONFIG, TRACEPARENT,
+};
 use crate::bench_authz::{meshward_config as authz_config, native_jwt_authn, ISSUER};
 use crate::run::{cargo, root, step};
 use crate::{build_wasm, setup};
@@ -475,50 +477,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Median, min, max of one statistic.
-fn stat(samples: &[Sample], f: fn(&Sample) -> f64) -> (f64, f64, f64) {
-    spread(&samples.iter().map(f).collect::<Vec<_>>())
-}
-
-/// Median, min, max.
-fn spread(values: &[f64]) -> (f64, f64, f64) {
-    let mut values = values.to_vec();
-    let (min, max) = values
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-    (median(&mut values), min, max)
-}
-
-/// CPU µs per request above bare Envoy: Envoy is CPU-bound on its core, so 1/rps is
-/// its CPU time per request.
-fn added_us(rps: f64, bare_rps: f64) -> f64 {
-    if rps > 0.0 && bare_rps > 0.0 {
-        1e6 / rps - 1e6 / bare_rps
-    } else {
-        f64::NAN
-    }
-}
-
 fn module_size(name: &str) -> u64 {
     std::fs::metadata(meshward_e2e::paths::wasm_dir().join(format!("{name}.wasm")))
         .map(|m| m.len())
         .unwrap_or(0)
 }
 
+/// The hardware line of the control-plane benchmark, plus the software measured.
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let kernel = crate::run::output("uname", &["-sr"]).unwrap_or_default();
     let rustc = crate::run::output("rustc", &["-V"]).unwrap_or_default();
     let wrk_version = Command::new("wrk")
         .arg("-v")
@@ -533,8 +499,8 @@ fn machine() -> String {
         })
         .unwrap_or_default();
     format!(
-        "{cpu}, {cpus} CPUs; {}; Envoy {} (V8); {}; {}",
-        kernel.trim(),
+        "{}; Envoy {} (V8); {}; {}",
+        crate::bench_control_plane::machine(),
         setup::ENVOY_VERSION,
         rustc.trim(),
         wrk_version.trim()
