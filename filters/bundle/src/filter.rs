@@ -181,27 +181,19 @@ impl BundleRoot {
         *self.shared.ticks.borrow_mut() = Ticks::new(sections.len());
         let mut roots: Vec<Box<dyn RootContext>> = Vec::with_capacity(sections.len());
         for (stage, Section { kind, json }) in sections.iter().enumerate() {
-            let root: Option<Box<dyn RootContext>> = match kind {
+            let root = match kind {
                 Kind::TraceInject => {
-                    let mut root = TraceInjectRoot::default();
-                    root.configure(json)
-                        .then(|| Box::new(root) as Box<dyn RootContext>)
+                    configured(TraceInjectRoot::default(), TraceInjectRoot::configure, json)
                 }
-                Kind::Authz => {
-                    let mut root = AuthzRoot::default();
-                    root.configure(json)
-                        .then(|| Box::new(root) as Box<dyn RootContext>)
-                }
+                Kind::Authz => configured(AuthzRoot::default(), AuthzRoot::configure, json),
                 Kind::RateLimit => {
-                    let mut root = RateLimitRoot::default();
-                    root.configure(json)
-                        .then(|| Box::new(root) as Box<dyn RootContext>)
+                    configured(RateLimitRoot::default(), RateLimitRoot::configure, json)
                 }
-                Kind::Idempotency => {
-                    let mut root = IdempotencyRoot::new(self.shared.root_context_id);
-                    root.configure(json)
-                        .then(|| Box::new(root) as Box<dyn RootContext>)
-                }
+                Kind::Idempotency => configured(
+                    IdempotencyRoot::new(self.shared.root_context_id),
+                    IdempotencyRoot::configure,
+                    json,
+                ),
             };
             self.shared.collect(stage);
             match root {
@@ -221,6 +213,16 @@ impl BundleRoot {
         self.shared.pump();
         true
     }
+}
+
+/// A filter's root with its section applied, or `None` when the filter refused it (and
+/// logged why).
+fn configured<R: RootContext + 'static>(
+    mut root: R,
+    configure: fn(&mut R, &[u8]) -> bool,
+    json: &[u8],
+) -> Option<Box<dyn RootContext>> {
+    configure(&mut root, json).then(|| Box::new(root) as Box<dyn RootContext>)
 }
 
 impl Context for BundleRoot {

@@ -317,6 +317,19 @@ mod tests {
         .encode_to_vec()
     }
 
+    /// A completed record whose stored 200 response has one header field.
+    fn completed_with_header(name: &str, value: &str) -> Vec<u8> {
+        let response = WireResponse {
+            status: 200,
+            headers: vec![Header {
+                name: name.into(),
+                value: value.into(),
+            }],
+            body: vec![],
+        };
+        reply(OUTCOME_COMPLETED, &[], Some(Completed::Response(response)))
+    }
+
     #[test]
     fn every_outcome_becomes_the_reservation_the_local_store_would_give() {
         assert_eq!(
@@ -373,42 +386,9 @@ mod tests {
                 })),
             ),
             // Header fields Envoy could not send: never replayed.
-            reply(
-                OUTCOME_COMPLETED,
-                &[],
-                Some(Completed::Response(WireResponse {
-                    status: 200,
-                    headers: vec![Header {
-                        name: "x-evil".into(),
-                        value: "a\r\nset-cookie: stolen".into(),
-                    }],
-                    body: vec![],
-                })),
-            ),
-            reply(
-                OUTCOME_COMPLETED,
-                &[],
-                Some(Completed::Response(WireResponse {
-                    status: 200,
-                    headers: vec![Header {
-                        name: ":status".into(),
-                        value: "500".into(),
-                    }],
-                    body: vec![],
-                })),
-            ),
-            reply(
-                OUTCOME_COMPLETED,
-                &[],
-                Some(Completed::Response(WireResponse {
-                    status: 200,
-                    headers: vec![Header {
-                        name: "Content-Type".into(),
-                        value: "text/plain".into(),
-                    }],
-                    body: vec![],
-                })),
-            ),
+            completed_with_header("x-evil", "a\r\nset-cookie: stolen"),
+            completed_with_header(":status", "500"),
+            completed_with_header("Content-Type", "text/plain"),
             vec![0xff, 0xff, 0xff],
         ] {
             assert!(
